@@ -1,0 +1,558 @@
+"""A Run: a queue of items sent to engines in batches, watched until every item has an end.
+
+One background thread owns the scheduling: it sends each engine at most two batches at a
+time (pull-based load balancing through ipyparallel's direct views), reads the Outcomes as
+they come back, requeues items of dead engines and failed attempts, enforces run-time limits
+when the engine could not, and handles cancel. Nothing here knows of widgets: views read
+`snapshot()`, which is cheap and immutable.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any, Callable, Iterable
+
+import cloudpickle
+import ipyparallel as ipp
+import pandas as pd
+
+from . import cluster as cluster_module
+from .engine import Outcome, forget, run_batch
+from .tracebacks import SourceMap
+from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
+
+TARGET_BATCH_S = 0.05
+"""Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
+a round trip, short enough that the queue's tail spreads over all engines."""
+MAX_BATCH = 10_000
+BATCH_BUDGET_S = 1.0
+"""An engine starts no new item of a batch after this long; the client requeues the rest."""
+IN_FLIGHT_PER_ENGINE = 2
+TICK_S = 0.05
+NO_ENGINE_GRACE_S = 60.0
+CANCEL_GRACE_S = 5.0
+
+
+class _EngineFailure(Exception):
+    """A batch came back as an ipyparallel error instead of Outcomes."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    engine: int
+    indices: list[int]
+    future: Any = None
+    started: float | None = None  # monotonic: when it became the engine's running batch
+    interrupted: float | None = None
+    killed_for: str | None = None  # "timeout" | "cancel" when the client ended its engine
+    abandoned: bool = False
+
+
+@dataclass(eq=False)
+class _EngineState:
+    id: int
+    view: Any
+    inflight: deque = field(default_factory=deque)
+    has_payload: bool = False
+    done: int = 0
+    failed: int = 0
+    busy_s: float = 0.0
+    clock_offset: float | None = None  # client clock minus engine clock
+    dead: bool = False
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """One engine as a view shows it."""
+
+    id: int
+    host: str | None
+    pid: int | None
+    state: str  # starting | idle | busy | dead
+    done: int
+    failed: int
+    busy_s: float
+    running_task: int | None
+    running_for_s: float | None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """The state of a Run at one moment: counts by status, elapsed time, engines."""
+
+    total: int
+    counts: dict
+    retried: int
+    elapsed_s: float
+    done: bool
+    engines: tuple = ()
+
+    @property
+    def finished(self) -> int:
+        return self.total - self.counts.get("pending", 0)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FAILED)
+
+
+class Run:
+    """Items mapped over the cluster's engines. Returned at once by `pp_notebook.map`."""
+
+    def __init__(self, fn: Callable, items: Iterable, *, timeout: float | None = None,
+                 retries: int = 0, batch: int | str = "auto", validate: Any = None,
+                 cluster: cluster_module.KernelCluster | None = None) -> None:
+        _check_options(timeout, retries, batch)
+        try:
+            items = list(items)
+        except TypeError:
+            raise TypeError(f"items must be iterable (a list, range, generator, ...), "
+                            f"not {type(items).__name__}") from None
+        self._payload = _pickle_payload(fn, validate)
+        self._sources = SourceMap([fn, validate])
+        self.fn = fn
+        self.timeout = timeout
+        self.retries = retries
+        self.batch = batch
+        self.validate = validate
+        self.records = [TaskRecord(task=i, item=item) for i, item in enumerate(items)]
+        self._cluster = cluster if cluster is not None else cluster_module.current()
+        self._key = uuid.uuid4().hex
+        self._queue: deque[int] = deque(range(len(items)))
+        self._solo: set[int] = set()  # items to run alone: they were in a batch that died
+        self._counts = {"pending": len(items)}
+        self._retried = 0
+        self._engines: dict[int, _EngineState] = {}
+        self._peak_engines = 0
+        self._timed_items = 0
+        self._timed_total = 0.0
+        self._events: SimpleQueue = SimpleQueue()
+        self._cancel_requested = False
+        self._cancelling = False
+        self._no_engines_since: float | None = None
+        self._done = threading.Event()
+        self._started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._ended_mono: float | None = None
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="pp_notebook-run", daemon=True)
+        self._thread.start()
+
+    # -- public ----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every item has ended (or `timeout` s); True when done.
+
+        A KeyboardInterrupt (the notebook's stop button) cancels the run, keeps every
+        finished result, and is raised again once the engines have stopped.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._done.wait(0.1):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait(CANCEL_GRACE_S * 2)
+            raise
+        return True
+
+    def cancel(self) -> None:
+        """Drop queued items, interrupt running ones; finished results stay."""
+        self._cancel_requested = True
+        self._events.put(None)
+
+    def result(self) -> pd.DataFrame:
+        """The merged DataFrame, in input order (rows of unfinished items say `pending`)."""
+        schema = self.validate if isinstance(self.validate, dict) else None
+        return merged_frame(self.records, schema)
+
+    def errors(self) -> pd.DataFrame:
+        """One row per failed item, with its error type, message and traceback."""
+        return errors_frame(self.records)
+
+    def summary(self) -> RunSummary:
+        """Wall time, summed task time, speedup, and per engine utilisation and failures."""
+        return summarize(self.records, self.elapsed_s, self._peak_engines or None)
+
+    @property
+    def elapsed_s(self) -> float:
+        end = self._ended_mono if self._ended_mono is not None else time.monotonic()
+        return end - self._started_mono
+
+    def snapshot(self) -> RunSnapshot:
+        """An immutable picture of the run for views; costs O(engines), not O(tasks)."""
+        now = time.monotonic()
+        infos = self._cluster.engines
+        engines = []
+        for state in list(self._engines.values()):
+            info = infos.get(state.id)
+            running = state.inflight[0] if state.inflight else None
+            if state.dead:
+                label = "dead"
+            elif info is None or info.pid is None:
+                label = "starting"
+            else:
+                label = "busy" if running is not None else "idle"
+            engines.append(EngineSnapshot(
+                id=state.id, host=info.host if info else None, pid=info.pid if info else None,
+                state=label, done=state.done, failed=state.failed, busy_s=state.busy_s,
+                running_task=running.indices[0] if running is not None else None,
+                running_for_s=(now - running.started) if running is not None
+                and running.started is not None else None))
+        return RunSnapshot(total=len(self.records), counts=dict(self._counts),
+                           retried=self._retried, elapsed_s=self.elapsed_s, done=self.done,
+                           engines=tuple(engines))
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        state = "done" if snap.done else "running"
+        return (f"<Run {state}: {snap.finished}/{snap.total} finished, "
+                f"{snap.failed} failed, {snap.elapsed_s:.1f} s>")
+
+    # -- the scheduling thread ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                self._sync_engines()
+                if self._cancel_requested and not self._cancelling:
+                    self._begin_cancel()
+                if not self._cancelling:
+                    self._dispatch()
+                if not self._queue and not any(e.inflight for e in self._engines.values()):
+                    break
+                self._handle_events()
+                self._watchdog()
+        except BaseException as exc:  # never lose what finished: end the rest with a reason
+            self.failure = exc
+            self._end_remaining("lost", f"the run stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self._ended_mono = time.monotonic()
+            self._done.set()
+            self._clean_up()
+
+    def _sync_engines(self) -> None:
+        live = set(self._cluster.refresh())
+        for eid in live - set(self._engines):
+            self._engines[eid] = _EngineState(eid, self._cluster.client[eid])
+        for state in self._engines.values():
+            if not state.dead and state.id not in live:
+                self._engine_lost(state, "left the cluster")
+        alive = [s for s in self._engines.values() if not s.dead]
+        self._peak_engines = max(self._peak_engines, len(alive))
+        if alive:
+            self._no_engines_since = None
+        elif self._no_engines_since is None:
+            self._no_engines_since = time.monotonic()
+        elif time.monotonic() - self._no_engines_since > NO_ENGINE_GRACE_S:
+            self._end_remaining("lost", f"no engine was alive for {NO_ENGINE_GRACE_S:g} s; "
+                                        "check pp_notebook.status() and restart the cluster")
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            ready = [s for s in self._engines.values()
+                     if not s.dead and len(s.inflight) < IN_FLIGHT_PER_ENGINE]
+            if not ready:
+                return
+            for state in sorted(ready, key=lambda s: len(s.inflight)):
+                if not self._queue:
+                    return
+                self._send(state, self._take(self._batch_size()))
+
+    def _batch_size(self) -> int:
+        if self.batch != "auto":
+            return int(self.batch)
+        if not self._timed_items:
+            return 1
+        mean = self._timed_total / self._timed_items
+        size = int(TARGET_BATCH_S / max(mean, 1e-7))
+        size = min(size, MAX_BATCH, 4 * self._timed_items)  # grow as evidence comes in
+        engines = max(1, sum(not s.dead for s in self._engines.values()))
+        tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
+        return max(1, min(size, tail))
+
+    def _take(self, size: int) -> list[int]:
+        first = self._queue.popleft()
+        taken = [first]
+        if first in self._solo:
+            return taken
+        while len(taken) < size and self._queue and self._queue[0] not in self._solo:
+            taken.append(self._queue.popleft())
+        return taken
+
+    def _send(self, state: _EngineState, indices: list[int]) -> None:
+        pairs = []
+        for index in indices:
+            try:
+                pairs.append((index, cloudpickle.dumps(self.records[index].item,
+                                                       protocol=pickle.HIGHEST_PROTOCOL)))
+            except Exception as exc:  # no retry: it would fail the same way
+                self.records[index].attempts += 1
+                self._finish(self.records[index], "error", retry=False,
+                             error_type=type(exc).__name__,
+                             error=f"item {index} ({type(self.records[index].item).__name__}) "
+                                   f"cannot be sent to an engine: {exc}")
+        if not pairs:
+            return
+        batch = _Batch(state.id, [i for i, _ in pairs])
+        payload = None if state.has_payload else self._payload
+        state.has_payload = True
+        if not state.inflight:
+            batch.started = time.monotonic()
+        state.inflight.append(batch)
+        batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
+                                              self.timeout, BATCH_BUDGET_S)
+        batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
+
+    def _handle_events(self) -> None:
+        try:
+            event = self._events.get(timeout=TICK_S)
+        except Empty:
+            return
+        while True:
+            if event is not None:
+                self._batch_returned(event)
+            try:
+                event = self._events.get_nowait()
+            except Empty:
+                return
+
+    def _batch_returned(self, batch: _Batch) -> None:
+        if batch.abandoned:
+            return
+        state = self._engines[batch.engine]
+        try:
+            outcomes = _outcomes_of(batch.future)
+        except _EngineFailure as failure:
+            kind, message = failure.args
+            if kind == "EngineError":
+                self._engine_lost(state, "died")
+                return
+            self._release(state, batch)
+            status = "cancelled" if kind == "TaskAborted" else "error"
+            for index in batch.indices:
+                self.records[index].attempts += status == "error"
+                self._finish(self.records[index], status, error_type=kind, error=message)
+            return
+        self._release(state, batch)
+        offset = time.time() - max((o.started + o.duration for o in outcomes), default=time.time())
+        if state.clock_offset is None or offset < state.clock_offset:
+            state.clock_offset = offset
+        info = self._cluster.engines.get(state.id)
+        seen = set()
+        for outcome in outcomes:
+            seen.add(outcome.index)
+            self._apply_outcome(state, info, outcome)
+        for index in batch.indices:
+            if index not in seen:  # not started: the batch ran out of budget, or cancel
+                if self._cancelling:
+                    self._finish(self.records[index], "cancelled", error="the run was cancelled")
+                else:
+                    self._queue.appendleft(index)
+
+    def _release(self, state: _EngineState, batch: _Batch) -> None:
+        if batch in state.inflight:
+            state.inflight.remove(batch)
+        if state.inflight and state.inflight[0].started is None:
+            state.inflight[0].started = time.monotonic()
+
+    def _apply_outcome(self, state: _EngineState, info: Any, outcome: Outcome) -> None:
+        record = self.records[outcome.index]
+        record.attempts += 1
+        record.engine = state.id
+        if info is not None:
+            record.host, record.pid = info.host, info.pid
+        record.started = outcome.started + (state.clock_offset or 0.0)
+        record.duration_s = outcome.duration
+        record.output = outcome.output
+        state.busy_s += outcome.duration
+        self._timed_items += 1
+        self._timed_total += outcome.duration
+        if outcome.status == "cancelled" and not self._cancelling:
+            record.attempts -= 1  # an interrupt that was not meant for it: run it again
+            self._queue.appendleft(outcome.index)
+            return
+        state.done += 1
+        state.failed += outcome.status != "ok"
+        self._finish(record, outcome.status, value=outcome.value,
+                     error_type=outcome.error_type, error=outcome.error,
+                     traceback=self._sources.repair(outcome.traceback))
+
+    def _finish(self, record: TaskRecord, status: str, *, value: Any = None,
+                error_type: str | None = None, error: str | None = None,
+                traceback: str | None = None, retry: bool = True) -> None:
+        """Give a record its end, or requeue it while it has retries left."""
+        if retry and status in FAILED and status != "cancelled" \
+                and record.attempts <= self.retries and not self._cancelling:
+            record.error_type, record.error, record.traceback = error_type, error, traceback
+            self._retried += 1
+            self._queue.append(record.task)
+            return
+        if record.status != status:
+            self._counts[record.status] -= 1
+            self._counts[status] = self._counts.get(status, 0) + 1
+        record.status, record.value = status, value
+        record.error_type, record.error, record.traceback = error_type, error, traceback
+
+    def _engine_lost(self, state: _EngineState, how: str) -> None:
+        """Requeue what a dead engine held; only the batch it was running is suspect."""
+        state.dead = True
+        batches, state.inflight = list(state.inflight), deque()
+        info = self._cluster.engines.get(state.id)
+        where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
+                                         if info and info.pid else "")
+        for position, batch in enumerate(batches):
+            batch.abandoned = True
+            suspect = position == 0 and batch.started is not None
+            if not suspect or self._cancelling and batch.killed_for != "timeout":
+                for index in batch.indices:
+                    if self._cancelling:
+                        self._finish(self.records[index], "cancelled",
+                                     error="the run was cancelled")
+                    else:
+                        self._queue.appendleft(index)
+            elif len(batch.indices) > 1:
+                # Which item brought the engine down is unknown: rerun each alone, uncharged.
+                self._solo.update(batch.indices)
+                self._queue.extendleft(reversed(batch.indices))
+            else:
+                record = self.records[batch.indices[0]]
+                record.attempts += 1
+                record.engine = state.id
+                record.duration_s = time.monotonic() - batch.started  # the client's estimate
+                if batch.killed_for == "timeout":
+                    self._finish(record, "timeout", error_type="TaskTimeout",
+                                 error=f"task ignored its time limit of {self.timeout:g} s and "
+                                       f"the interrupt; {where} was ended and replaced")
+                else:
+                    self._finish(record, "lost", error_type="EngineDied",
+                                 error=f"{where} {how} while running this task "
+                                       f"(attempt {record.attempts} of {self.retries + 1})")
+        if self._cluster.owned and not self._cancelling:
+            self._cluster.add_engines(1, wait=False)
+
+    def _watchdog(self) -> None:
+        """End tasks that ignored their timeout, and engines that ignored a cancel."""
+        now = time.monotonic()
+        grace = 1.0 + 0.1 * (self.timeout or 0.0)
+        for state in list(self._engines.values()):
+            if state.dead or not state.inflight:
+                continue
+            batch = state.inflight[0]
+            if batch.started is None:
+                continue
+            if batch.interrupted is not None:
+                if now - batch.interrupted > (CANCEL_GRACE_S if self._cancelling else grace):
+                    batch.killed_for = "cancel" if self._cancelling else "timeout"
+                    self._cluster.kill_engine(state.id)
+                    self._engine_lost(state, "was ended")
+            elif self.timeout is not None and \
+                    now - batch.started > BATCH_BUDGET_S + self.timeout + grace:
+                batch.interrupted = now
+                self._cluster.interrupt_engine(state.id)
+
+    def _begin_cancel(self) -> None:
+        self._cancelling = True
+        while self._queue:
+            self._finish(self.records[self._queue.popleft()], "cancelled",
+                         error="the run was cancelled")
+        client = self._cluster.client
+        for state in self._engines.values():
+            if state.dead or not state.inflight:
+                continue
+            queued = [b.future for b in list(state.inflight)[1:]]
+            if queued:
+                client.abort(queued, targets=[state.id], block=False)
+            state.inflight[0].interrupted = time.monotonic()
+            if state.inflight[0].started is None:
+                state.inflight[0].started = time.monotonic()
+            self._cluster.interrupt_engine(state.id)
+
+    def _end_remaining(self, status: str, reason: str) -> None:
+        for state in self._engines.values():
+            for batch in state.inflight:
+                batch.abandoned = True
+                self._queue.extend(batch.indices)
+            state.inflight.clear()
+        for index in set(self._queue):
+            record = self.records[index]
+            if record.status == "pending":
+                self._finish(record, status, error_type="RunStopped", error=reason, retry=False)
+        self._queue.clear()
+
+    def _clean_up(self) -> None:
+        try:
+            live = [s.id for s in self._engines.values() if not s.dead and s.has_payload]
+            if live:
+                self._cluster.client[live].apply_async(forget, self._key)
+        except Exception:
+            pass
+
+
+def _outcomes_of(future: Any) -> list[Outcome]:
+    try:
+        raw = future.get(0)
+    except ipp.error.RemoteError as exc:
+        raise _EngineFailure(exc.ename, exc.evalue) from None
+    except ipp.error.TaskAborted as exc:
+        raise _EngineFailure("TaskAborted", "the run was cancelled before this batch ran") from exc
+    except ipp.error.EngineError as exc:
+        raise _EngineFailure("EngineError", str(exc)) from None
+    except Exception as exc:
+        raise _EngineFailure(type(exc).__name__, str(exc)) from None
+    try:
+        return pickle.loads(raw)
+    except Exception as exc:
+        raise _EngineFailure(type(exc).__name__,
+                             f"results could not be read on the client: {exc}") from None
+
+
+def _pickle_payload(fn: Callable, validate: Any) -> bytes:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    if validate is not None and not (callable(validate) or isinstance(validate, dict)):
+        raise TypeError("validate must be a callable (returning a reason string when a result "
+                        f"is wrong) or a {{column: dtype}} dict, not {type(validate).__name__}")
+    for name, obj in (("function", fn), ("validator", validate)):
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as exc:
+            label = getattr(obj, "__qualname__", type(obj).__name__)
+            raise TypeError(
+                f"the task {name} {label!r} cannot be sent to the engines: {exc}. It may "
+                "capture something that cannot be pickled (an open file, a lock, a connection):"
+                " create that inside the function instead.") from None
+    return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _check_options(timeout: Any, retries: Any, batch: Any) -> None:
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    if not (isinstance(retries, int) and retries >= 0):
+        raise ValueError(f"retries must be an integer >= 0, not {retries!r}")
+    if batch != "auto" and not (isinstance(batch, int) and batch >= 1):
+        raise ValueError(f"batch must be 'auto' or an integer >= 1, not {batch!r}")
+
+
+def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries: int = 0,
+        batch: int | str = "auto", validate: Any = None) -> Run:
+    """Run `fn(item)` for every item on the kernel's cluster; returns a Run at once.
+
+    `timeout`: seconds one item may run. `retries`: extra attempts for an item that failed,
+    timed out or lost its engine. `batch`: items per message ("auto" sizes batches from
+    measured durations). `validate`: a callable returning a reason when a result is wrong,
+    or a {column: dtype} schema; invalid results get status `invalid`.
+    """
+    return Run(fn, items, timeout=timeout, retries=retries, batch=batch, validate=validate)
+

@@ -1,0 +1,77 @@
+"""Put file names and source lines back into tracebacks of code shipped by cloudpickle.
+
+cloudpickle renames the file of every function it ships by value to "<dynamic-code>", so an
+engine's traceback says `File "<dynamic-code>", line 7, in f` with no source. The client
+still has the code objects (and, for notebook cells, the source in linecache): match each
+such frame by function name and line to the code it came from, and restore both.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+import types
+from typing import Any, Iterable
+
+_DYNAMIC_FRAME = re.compile(r'^  File "<dynamic-code>", line (\d+), in (.+)$', re.MULTILINE)
+
+
+class SourceMap:
+    """Where the code objects reachable from some shipped objects were defined."""
+
+    def __init__(self, roots: Iterable[Any]) -> None:
+        self._codes: dict[str, list[types.CodeType]] = {}
+        seen: set[int] = set()
+        for root in roots:
+            self._collect(root, seen, depth=0)
+
+    def _collect(self, obj: Any, seen: set[int], depth: int) -> None:
+        if id(obj) in seen or depth > 6:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, types.CodeType):
+            self._codes.setdefault(obj.co_name, []).append(obj)
+            for const in obj.co_consts:
+                if isinstance(const, types.CodeType):
+                    self._collect(const, seen, depth + 1)
+        elif isinstance(obj, (types.FunctionType, types.MethodType)):
+            func = getattr(obj, "__func__", obj)
+            self._collect(func.__code__, seen, depth + 1)
+            for name in func.__code__.co_names:  # helpers it calls from its module
+                if name in func.__globals__:
+                    self._collect(func.__globals__[name], seen, depth + 1)
+            for cell in func.__closure__ or ():
+                try:
+                    self._collect(cell.cell_contents, seen, depth + 1)
+                except ValueError:  # an empty cell
+                    pass
+        elif isinstance(obj, type) and obj.__module__ == "__main__":
+            for value in vars(obj).values():
+                self._collect(value, seen, depth + 1)
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                self._collect(value, seen, depth + 1)
+
+    def locate(self, name: str, lineno: int) -> str | None:
+        """The file of the code object named `name` that spans line `lineno`."""
+        for code in self._codes.get(name, ()):
+            lines = [line for _, _, line in code.co_lines() if line is not None]
+            if lines and min(lines + [code.co_firstlineno]) <= lineno <= max(lines):
+                return code.co_filename
+        return None
+
+    def repair(self, text: str | None) -> str | None:
+        """Rewrite the "<dynamic-code>" frames of a formatted traceback."""
+        if not text or "<dynamic-code>" not in text:
+            return text
+
+        def frame(match: re.Match) -> str:
+            lineno, name = int(match.group(1)), match.group(2)
+            filename = self.locate(name, lineno)
+            if filename is None:
+                return match.group(0)
+            source = linecache.getline(filename, lineno).strip()
+            head = f'  File "{filename}", line {lineno}, in {name}'
+            return f"{head}\n    {source}" if source else head
+
+        return _DYNAMIC_FRAME.sub(frame, text)

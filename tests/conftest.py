@@ -1,0 +1,52 @@
+"""Shared fixtures: one real local ipyparallel cluster for the whole session."""
+
+import os
+import time
+
+import pytest
+
+import pp_notebook as pp
+
+ENGINES = 2
+
+
+@pytest.fixture(scope="session")
+def session_cluster():
+    """The kernel's cluster with 2 local engines, stopped at the end even on failure."""
+    pp.start(ENGINES)
+    yield pp.cluster.current()
+    pp.stop()
+
+
+@pytest.fixture
+def cluster(session_cluster):
+    """The session's cluster, back to 2 live engines before each test (kill tests replace)."""
+    deadline = time.monotonic() + 30
+    while len(session_cluster.live_ids()) < ENGINES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if len(session_cluster.live_ids()) != ENGINES:
+        session_cluster.scale(ENGINES)
+    session_cluster.wait_for_info()
+    return session_cluster
+
+
+def engine_pids(cluster) -> dict[int, int]:
+    cluster.wait_for_info()
+    return {e["id"]: e["pid"] for e in pp.status()["engines"]}
+
+
+def wait_until(predicate, timeout=30.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,142 @@
+"""Failing, hanging and crashing tasks on a real cluster: every other result survives."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+import pp_notebook as pp
+from conftest import engine_pids, wait_until
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def slow_unless(x, hang_on, how):
+    import time as _time
+    if x == hang_on:
+        if how == "loop":
+            while True:
+                pass
+        if how == "sleep":
+            _time.sleep(600)
+        if how == "stubborn":  # catches the timeout and goes on
+            while True:
+                try:
+                    _time.sleep(600)
+                except BaseException:
+                    pass
+        if how == "blocked":  # blocks the signals the engine would use to stop it
+            import signal as _signal
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGALRM, _signal.SIGINT})
+            _time.sleep(600)
+    _time.sleep(0.05)
+    return x
+
+
+@pytest.mark.parametrize("how", ["loop", "sleep", "stubborn"])
+def test_a_task_over_its_timeout_is_stopped_and_others_continue(cluster, how):
+    start = time.monotonic()
+    run = pp.map(lambda x: slow_unless(x, 5, how), range(12), timeout=1.0)
+    assert run.wait(60)
+    statuses = [r.status for r in run.records]
+    assert statuses[5] == "timeout"
+    assert statuses.count("ok") == 11
+    assert run.records[5].error_type == "TaskTimeout"
+    if how == "stubborn":  # it swallows the timeout and the interrupt: its engine is ended
+        assert "ended and replaced" in run.records[5].error
+        assert run.records[5].duration_s >= 1.0
+    else:
+        assert run.records[5].duration_s == pytest.approx(1.0, abs=0.7)
+    assert time.monotonic() - start < 20
+
+
+def test_a_task_that_blocks_the_timeout_signal_has_its_engine_replaced(cluster):
+    before = set(cluster.live_ids())
+    run = pp.map(lambda x: slow_unless(x, 3, "blocked"), range(8), timeout=1.0)
+    assert run.wait(60)
+    statuses = [r.status for r in run.records]
+    assert statuses[3] == "timeout", run.records[3]
+    assert "ended and replaced" in run.records[3].error
+    assert statuses.count("ok") == 7
+    assert wait_until(lambda: len(cluster.live_ids()) == 2, 30)
+    assert set(cluster.live_ids()) != before  # a new engine stands in for the ended one
+
+
+def _kill_engine_soon(cluster, delay):
+    pids = engine_pids(cluster)
+    victim = min(pids)
+
+    def kill():
+        time.sleep(delay)
+        os.kill(pids[victim], signal.SIGKILL)
+
+    threading.Thread(target=kill, daemon=True).start()
+    return victim
+
+
+def test_killing_an_engine_without_retries_loses_only_its_running_task(cluster):
+    victim = _kill_engine_soon(cluster, 0.8)
+    run = pp.map(lambda x: time.sleep(0.3) or x, range(16))
+    assert run.wait(90)
+    lost = [r for r in run.records if r.status == "lost"]
+    assert len(lost) == 1, [(r.task, r.status) for r in run.records]
+    assert f"engine {victim}" in lost[0].error and "died" in lost[0].error
+    assert [r.status for r in run.records].count("ok") == 15
+    assert all(r.value == r.task for r in run.records if r.status == "ok")
+
+
+def test_killing_an_engine_with_retries_loses_nothing(cluster):
+    victim = _kill_engine_soon(cluster, 0.8)
+    run = pp.map(lambda x: time.sleep(0.3) or x, range(16), retries=1)
+    assert run.wait(90)
+    assert [r.status for r in run.records] == ["ok"] * 16
+    assert [r.value for r in run.records] == list(range(16))
+    assert any(r.attempts == 2 for r in run.records)
+    assert victim not in {r.engine for r in run.records if r.attempts == 2}
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_task_calling_os_exit_is_lost_alone(cluster, retries):
+    def exits(x):
+        if x == 7:
+            os._exit(3)
+        return x
+
+    run = pp.map(exits, range(30), retries=retries)
+    assert run.wait(120)
+    assert run.records[7].status == "lost"
+    assert run.records[7].attempts == retries + 1
+    assert "died while running this task" in run.records[7].error
+    others = [r for r in run.records if r.task != 7]
+    assert all(r.status == "ok" and r.value == r.task for r in others)
+
+
+def test_cancel_keeps_finished_results_and_the_cluster_stays_usable(cluster):
+    run = pp.map(lambda x: time.sleep(0.2) or x, range(100))
+    assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 4, 30)
+    run.cancel()
+    assert run.wait(15)
+    counts = run.snapshot().counts
+    assert counts.get("ok", 0) >= 4 and counts.get("cancelled", 0) >= 50
+    assert counts.get("pending", 0) == 0
+    assert all(r.value == r.task for r in run.records if r.status == "ok")
+    again = pp.map(lambda x: -x, range(10))
+    assert again.wait(30)
+    assert [r.value for r in again.records] == [-x for x in range(10)]
+
+
+def test_keyboard_interrupt_during_wait_cancels_the_run(cluster):
+    run = pp.map(lambda x: time.sleep(0.2) or x, range(100))
+    assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 2, 30)
+    import _thread
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    assert run.done
+    counts = run.snapshot().counts
+    assert counts.get("ok", 0) >= 2 and counts.get("cancelled", 0) > 0
+    assert counts.get("pending", 0) == 0

@@ -1,0 +1,208 @@
+"""The parallel map on a real local cluster: isolation, merging, batching, bad input."""
+
+import sys
+import threading
+
+import cloudpickle
+import pandas as pd
+import pytest
+
+import pp_notebook as pp
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
+
+
+def square_or_fail(x):
+    if x % 5 == 3:
+        raise ValueError(f"item {x} is bad")
+    return {"x": x, "y": x * x}
+
+
+def test_results_come_back_in_input_order_with_metadata(cluster):
+    run = pp.map(square_or_fail, range(20))
+    assert run.wait(60)
+    df = run.result()
+    assert list(df["task"]) == list(range(20))
+    ok = df[df.status == "ok"]
+    assert list(ok["y"]) == [x * x for x in ok["x"]]
+    assert set(df["engine"].dropna()) <= set(cluster.live_ids()) | {0, 1}
+    assert (df["duration_s"] >= 0).all()
+    assert {"task", "status", "engine", "host", "duration_s", "attempts", "error"} <= set(df)
+
+
+def test_a_failing_item_keeps_its_error_and_its_neighbours_results(cluster):
+    run = pp.map(square_or_fail, range(20))
+    run.wait(60)
+    df = run.result()
+    failed = df[df.status == "error"]
+    assert list(failed["task"]) == [3, 8, 13, 18]
+    assert failed["error"].iloc[0] == "ValueError: item 3 is bad"
+    assert (df[df.status == "ok"]["y"].notna()).all() and len(df[df.status == "ok"]) == 16
+    errors = run.errors()
+    assert list(errors["item"]) == [3, 8, 13, 18]
+    assert "in square_or_fail" in errors["traceback"].iloc[0]
+    assert "raise ValueError" in errors["traceback"].iloc[0]
+    assert "run_batch" not in errors["traceback"].iloc[0]  # starts in the user's code
+
+
+def test_ten_thousand_tiny_tasks_arrive_complete_and_in_order(cluster):
+    run = pp.map(lambda x: x * 2, range(10_000))
+    assert run.wait(120)
+    df = run.result()
+    assert len(df) == 10_000
+    assert (df["result"] == df["task"] * 2).all()
+    assert (df["status"] == "ok").all()
+    assert df["attempts"].max() == 1
+
+
+def test_empty_input_finishes_at_once_with_an_empty_frame(cluster):
+    run = pp.map(lambda x: x, [])
+    assert run.wait(10)
+    assert run.result().empty and run.errors().empty
+    assert run.summary().tasks == 0
+
+
+def test_generator_input_is_consumed_once(cluster):
+    run = pp.map(lambda x: x + 1, (i for i in range(7)))
+    run.wait(30)
+    assert list(run.result()["result"]) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_merge_rules_for_every_kind_of_result(cluster):
+    def mixed(x):
+        if x == 0:
+            return {"a": 1, "b": "one"}
+        if x == 1:
+            return pd.Series({"a": 2, "b": "two"})
+        if x == 2:
+            return pd.DataFrame({"a": [3, 4], "b": ["three", "four"]})
+        if x == 3:
+            return 42
+        if x == 4:
+            return None
+        raise RuntimeError("five")
+
+    run = pp.map(mixed, range(6))
+    run.wait(30)
+    df = run.result()
+    assert list(df["task"]) == [0, 1, 2, 2, 3, 4, 5]
+    assert list(df["a"].iloc[:4]) == [1, 2, 3, 4]
+    assert list(df["b"].iloc[:4]) == ["one", "two", "three", "four"]
+    assert df["result"].iloc[4] == 42
+    assert pd.isna(df["result"].iloc[5])
+    assert df["status"].iloc[6] == "error" and df["error"].iloc[6] == "RuntimeError: five"
+
+
+def test_a_result_key_named_like_metadata_keeps_its_name(cluster):
+    run = pp.map(lambda x: {"status": f"mine-{x}"}, range(3))
+    run.wait(30)
+    df = run.result()
+    assert list(df["status"]) == ["mine-0", "mine-1", "mine-2"]
+    assert list(df["pp_status"]) == ["ok"] * 3
+
+
+def test_printed_output_is_captured_per_task(cluster):
+    def noisy(x):
+        print(f"hello from {x}")
+        return x
+
+    run = pp.map(noisy, range(4))
+    run.wait(30)
+    assert [r.output for r in run.records] == [f"hello from {x}\n" for x in range(4)]
+
+
+def test_an_unpicklable_item_fails_alone(cluster):
+    items = [1, threading.Lock(), 3]
+    run = pp.map(lambda x: 10, items)
+    run.wait(30)
+    statuses = [r.status for r in run.records]
+    assert statuses == ["ok", "error", "ok"]
+    assert "item 1 (lock) cannot be sent to an engine" in run.records[1].error
+
+
+def test_an_unpicklable_result_fails_alone(cluster):
+    run = pp.map(lambda x: threading.Lock() if x == 2 else x, range(5))
+    run.wait(30)
+    assert [r.status for r in run.records] == ["ok", "ok", "error", "ok", "ok"]
+    assert "cannot be sent back" in run.records[2].error
+    assert [r.value for r in run.records if r.status == "ok"] == [0, 1, 3, 4]
+
+
+def test_an_unpicklable_function_is_refused_before_anything_runs(cluster):
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="cannot be sent to the engines.*lock"):
+        pp.map(lambda x: lock, range(3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(items=5), "items must be iterable"),
+    (dict(timeout=-1), "timeout must be a positive number"),
+    (dict(retries=-2), "retries must be an integer"),
+    (dict(batch=0), "batch must be 'auto' or an integer"),
+    (dict(validate=3), "validate must be a callable"),
+])
+def test_bad_arguments_get_a_clear_error(cluster, bad, message):
+    kwargs = dict(items=range(3))
+    kwargs.update(bad)
+    items = kwargs.pop("items")
+    with pytest.raises((TypeError, ValueError), match=message):
+        pp.map(lambda x: x, items, **kwargs)
+
+
+def test_retries_rerun_items_that_raised(cluster, tmp_path):
+    marker = tmp_path / "seen"
+
+    def flaky(x):
+        # fails the first time each item runs, succeeds the second
+        flag = marker.with_name(f"seen-{x}")
+        if not flag.exists():
+            flag.write_text("1")
+            raise OSError("transient")
+        return x
+
+    run = pp.map(flaky, range(6), retries=1)
+    run.wait(60)
+    assert [r.status for r in run.records] == ["ok"] * 6
+    assert [r.attempts for r in run.records] == [2] * 6
+    assert run.snapshot().retried == 6
+
+
+def test_validate_callable_marks_wrong_results_invalid(cluster):
+    run = pp.map(lambda x: {"p": x / 10}, range(12),
+                 validate=lambda r: None if r["p"] <= 1 else f"p={r['p']} > 1")
+    run.wait(30)
+    df = run.result()
+    assert list(df[df.status == "invalid"]["task"]) == [11]
+    assert df.loc[df.task == 11, "error"].item() == "InvalidResult: p=1.1 > 1"
+
+
+def test_validate_schema_checks_on_engines_and_sets_dtypes(cluster):
+    def row(x):
+        return {"n": x, "score": x / 2} if x != 4 else {"n": "four", "score": 2.0}
+
+    run = pp.map(row, range(6), validate={"n": "int64", "score": "float64"})
+    run.wait(30)
+    df = run.result()
+    assert df.loc[df.task == 4, "status"].item() == "invalid"
+    assert "'n'" in df.loc[df.task == 4, "error"].item()
+    assert str(df["n"].dtype) == "Int64"  # the invalid row leaves a gap: nullable integer
+    assert str(df["score"].dtype) == "float64"
+
+
+def test_summary_reports_speedup_and_per_engine_figures(cluster):
+    def busy(x):
+        import time
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.02:
+            pass
+        return x
+
+    run = pp.map(busy, range(60))
+    run.wait(60)
+    summary = run.summary()
+    assert summary.tasks == 60 and summary.counts == {"ok": 60}
+    assert 1.0 < summary.speedup <= 2.2
+    assert summary.task_s == pytest.approx(1.2, rel=0.3)
+    assert set(summary.per_engine.index) == set(cluster.live_ids())
+    assert summary.per_engine["tasks"].sum() == 60
+    assert "60 tasks · 60 ok" in summary.line()
