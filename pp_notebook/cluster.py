@@ -8,7 +8,6 @@ set, so a single engine can be stopped or replaced without touching the others.
 from __future__ import annotations
 
 import atexit
-import inspect
 import logging
 import os
 import signal
@@ -57,9 +56,11 @@ class EngineInfo:
 class KernelCluster:
     """A connected ipyparallel client, plus the `ipp.Cluster` when this process started it."""
 
-    def __init__(self, client: ipp.Client, cluster: ipp.Cluster | None = None) -> None:
+    def __init__(self, client: ipp.Client, cluster: ipp.Cluster | None = None,
+                 cluster_id: str = "") -> None:
         self.client = client
         self.cluster = cluster
+        self.cluster_id = cluster.cluster_id if cluster is not None else cluster_id
         self.engines: dict[int, EngineInfo] = {}
         self._pending_info: dict[int, Any] = {}
         self._lock = threading.RLock()
@@ -69,12 +70,6 @@ class KernelCluster:
     def owned(self) -> bool:
         """True when this process started the cluster (and may add or stop engines)."""
         return self.cluster is not None
-
-    @property
-    def cluster_id(self) -> str:
-        if self.cluster is not None:
-            return self.cluster.cluster_id
-        return getattr(self.client, "_cluster_id", "") or ""
 
     def live_ids(self) -> list[int]:
         return self.client.ids
@@ -136,7 +131,7 @@ class KernelCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"only {len(self.client.ids)} of {target} engines registered within "
-                    f"{ENGINE_START_TIMEOUT:g} s.\n{self._output_tail()}")
+                    f"{ENGINE_START_TIMEOUT:g} s.\n{_log_tail(self.cluster)}")
             time.sleep(0.02)
         self.wait_for_info()
 
@@ -188,23 +183,6 @@ class KernelCluster:
                 f"cannot {what}: this cluster was started elsewhere (pp_notebook.connect). "
                 "Change its engines with the tool that started it, e.g. `ipcluster engines`.")
 
-    def _output_tail(self, lines: int = 20) -> str:
-        if self.cluster is None:
-            return ""
-        parts = []
-        for name, launcher in [("controller", self.cluster.controller),
-                               *[(f"engines {k}", v) for k, v in self.cluster.engines.items()]]:
-            if launcher is None:
-                continue
-            try:
-                text = launcher.get_output()
-            except Exception:
-                continue
-            if text.strip():
-                parts.append(f"--- {name} log (last lines) ---\n"
-                             + "\n".join(text.strip().splitlines()[-lines:]))
-        return "\n".join(parts)
-
     def shutdown(self) -> None:
         """Stop a local cluster's engines and controller; disconnect from a foreign one."""
         try:
@@ -255,27 +233,31 @@ def _start_local(n: int) -> KernelCluster:
                           controller_ip="127.0.0.1", log_level=logging.ERROR)
     try:
         cluster.start_controller_sync()
-    except Exception as exc:
-        tail = _controller_tail(cluster)
-        _quiet_stop(cluster)
-        raise ClusterError(f"the cluster's controller did not start: {exc}\n{tail}") from None
-    try:
-        client = cluster.connect_client_sync()
-        handle = KernelCluster(client, cluster)
+        handle = KernelCluster(cluster.connect_client_sync(), cluster)
         handle.add_engines(n)
     except Exception as exc:
+        tail = _log_tail(cluster)
         _quiet_stop(cluster)
         if isinstance(exc, ClusterError):
             raise
-        raise ClusterError(f"the cluster's engines did not start: {exc}") from None
+        raise ClusterError(f"the local cluster did not start: {exc}\n{tail}") from None
     return handle
 
 
-def _controller_tail(cluster: ipp.Cluster) -> str:
-    try:
-        return "\n".join(cluster.controller.get_output().strip().splitlines()[-20:])
-    except Exception:
-        return ""
+def _log_tail(cluster: ipp.Cluster, lines: int = 20) -> str:
+    """The last lines the controller and engines printed: why a start failed."""
+    parts = []
+    launchers = [("controller", cluster.controller),
+                 *[(f"engines {k}", v) for k, v in cluster.engines.items()]]
+    for name, launcher in launchers:
+        try:
+            text = launcher.get_output() if launcher is not None else ""
+        except Exception:
+            continue
+        if text.strip():
+            parts.append(f"--- {name} log (last lines) ---\n"
+                         + "\n".join(text.strip().splitlines()[-lines:]))
+    return "\n".join(parts)
 
 
 def _quiet_stop(cluster: ipp.Cluster) -> None:
@@ -301,13 +283,13 @@ def connect(cluster_id: str = "", profile: str = "default", *, connection_file: 
     except (OSError, ipp.error.TimeoutError) as exc:
         where = connection_file or f"profile {profile!r}, cluster_id {cluster_id!r}"
         raise ClusterError(
-            f"no cluster reachable for {where}: {exc}. Start one with "
+            f"no cluster reachable for {where}: {str(exc).splitlines()[0]} Start one with "
             f"`ipcluster start -n 4{' --cluster-id=' + cluster_id if cluster_id else ''}` "
             "or call pp_notebook.start() for a local one.") from None
     with _current_lock:
         if _current is not None:
             _current.shutdown()
-        _current = KernelCluster(client)
+        _current = KernelCluster(client, cluster_id=cluster_id or Path(connection_file or "").stem)
         _current.wait_for_info()
     return status()
 

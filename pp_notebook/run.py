@@ -133,6 +133,7 @@ class Run:
         self._timed_items = 0
         self._timed_total = 0.0
         self._events: SimpleQueue = SimpleQueue()
+        self._msg_ids: set[str] = set()  # pruned from the client's history at the end
         self._cancel_requested = False
         self._cancelling = False
         self._no_engines_since: float | None = None
@@ -314,6 +315,7 @@ class Run:
         batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
                                               self.timeout, BATCH_BUDGET_S)
         batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
+        self._msg_ids.update(batch.future.msg_ids)
 
     def _handle_events(self) -> None:
         try:
@@ -492,12 +494,17 @@ class Run:
         self._queue.clear()
 
     def _clean_up(self) -> None:
+        """Drop this run's function from the engines and its messages from the client."""
+        client = self._cluster.client
         try:
             live = [s.id for s in self._engines.values() if not s.dead and s.has_payload]
             if live:
-                self._cluster.client[live].apply_async(forget, self._key)
-        except Exception:
+                client[live].apply_async(forget, self._key)
+        except Exception:  # the cluster may be gone: nothing left to clean there
             pass
+        client.history[:] = [m for m in client.history if m not in self._msg_ids]
+        for state in self._engines.values():
+            state.inflight.clear()
 
 
 def _outcomes_of(future: Any) -> list[Outcome]:

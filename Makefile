@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make lab` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: lab test demo bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+lab: venv  ## open JupyterLab on the quickstart notebook
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+
+test: venv  ## the whole suite, on real local clusters
+	$(PY) -m pytest
+
+demo: venv  ## run the quickstart headless and print its summary
+	$(PY) notebooks/run_notebook.py notebooks/quickstart.ipynb
+
+bench: venv  ## pp_notebook beside its peers, one table (benchmarks/README.md)
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache benchmarks/results

@@ -1,0 +1,119 @@
+"""The kernel's one cluster: status, reuse, scaling, connecting elsewhere, clean exits."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import ipyparallel as ipp
+import pytest
+
+import pp_notebook as pp
+from pp_notebook import cluster as cluster_module
+from conftest import pid_alive, wait_until
+
+
+def run_script(code: str, timeout: float = 120) -> dict:
+    """Run a Python script in a fresh interpreter; it prints one JSON line last."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_status_lists_each_live_engine(cluster):
+    status = pp.status()
+    assert status["running"] and status["local"] and status["cluster_id"]
+    engines = status["engines"]
+    assert [e["id"] for e in engines] == sorted(cluster.live_ids())
+    for engine in engines:
+        assert pid_alive(engine["pid"]) and engine["host"] and engine["state"] == "idle"
+
+
+def test_start_again_reuses_the_running_cluster(cluster):
+    before = pp.status()
+    again = pp.start()
+    assert again["cluster_id"] == before["cluster_id"]
+    assert [e["pid"] for e in again["engines"]] == [e["pid"] for e in before["engines"]]
+
+
+def test_scale_adds_and_removes_engines(cluster):
+    grown = pp.scale(3)
+    assert len(grown["engines"]) == 3
+    run = pp.map(lambda x: x, range(30))
+    run.wait(30)
+    assert run.result()["status"].eq("ok").all()
+    shrunk = pp.scale(2)
+    assert len(shrunk["engines"]) == 2
+    assert wait_until(lambda: len(cluster.live_ids()) == 2, 10)
+
+
+def test_connect_uses_a_cluster_started_elsewhere_and_leaves_it_running(tmp_path):
+    foreign = ipp.Cluster(n=1, cluster_id="pp-test-foreign", delay=0, log_level=40)
+    foreign.start_cluster_sync()
+    try:
+        foreign.connect_client_sync().wait_for_engines(1, timeout=60)
+        connection_file = f"{foreign.profile_dir}/security/ipcontroller-pp-test-foreign-client.json"
+        result = run_script(f"""
+            import json, pp_notebook as pp
+            pp.connect(cluster_id="pp-test-foreign")
+            status = pp.status()
+            run = pp.map(lambda x: x * 3, range(5))
+            run.wait(60)
+            values = [r.value for r in run.records]
+            pp.connect(connection_file={connection_file!r})
+            by_file = pp.map(lambda x: x + 1, range(3))
+            by_file.wait(60)
+            pp.stop()
+            print(json.dumps({{"status": status, "values": values,
+                              "by_file": [r.value for r in by_file.records]}}))
+        """)
+        assert result["values"] == [0, 3, 6, 9, 12]
+        assert result["by_file"] == [1, 2, 3]
+        assert result["status"]["local"] is False
+        assert result["status"]["cluster_id"] == "pp-test-foreign"
+        assert len(result["status"]["engines"]) == 1
+        # pp.stop() only disconnected: the cluster started elsewhere still answers
+        client = foreign.connect_client_sync()
+        assert client[:].apply_sync(lambda: 7) == [7]
+        client.close()
+    finally:
+        foreign.stop_cluster_sync()
+
+
+def test_connecting_to_a_missing_cluster_says_how_to_start_one():
+    with pytest.raises(pp.ClusterError, match="no cluster reachable.*ipcluster start"):
+        pp.connect(cluster_id="no-such-cluster", timeout=2)
+
+
+def test_a_controller_that_cannot_start_reports_its_log(monkeypatch):
+    monkeypatch.setattr(cluster_module, "FAST_CONTROLLER_ARGS",
+                        ["--HeartMonitor.period=500", "--ip=999.1.1.1"])
+    with pytest.raises(pp.ClusterError, match="did not start(.|\n)*controller log(.|\n)*999.1.1.1"):
+        cluster_module._start_local(1)
+
+
+def test_engines_and_controller_end_with_the_process_and_on_stop():
+    pids = run_script("""
+        import json, pp_notebook as pp
+        from pp_notebook import cluster
+        pp.start(2)
+        handle = cluster.current()
+        engines = [e["pid"] for e in pp.status()["engines"]]
+        controller = handle.cluster.controller.process.pid
+        print(json.dumps({"engines": engines, "controller": controller}))
+    """)  # the interpreter exits without calling stop()
+    everything = pids["engines"] + [pids["controller"]]
+    assert wait_until(lambda: not any(pid_alive(p) for p in everything), 15), everything
+
+    stopped = run_script("""
+        import json, os, pp_notebook as pp
+        from pp_notebook import cluster
+        pp.start(1)
+        pids = [e["pid"] for e in pp.status()["engines"]]
+        pids.append(cluster.current().cluster.controller.process.pid)
+        pp.stop()
+        print(json.dumps({"pids": pids, "status": pp.status()}))
+    """)
+    assert stopped["status"]["running"] is False
+    assert wait_until(lambda: not any(pid_alive(p) for p in stopped["pids"]), 15)
