@@ -30,6 +30,7 @@ from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame,
 TARGET_BATCH_S = 0.05
 """Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
 a round trip, short enough that the queue's tail spreads over all engines."""
+MIN_BATCH_S = 0.005
 MAX_BATCH = 10_000
 BATCH_BUDGET_S = 1.0
 """An engine starts no new item of a batch after this long; the client requeues the rest."""
@@ -281,7 +282,8 @@ class Run:
         size = min(size, MAX_BATCH, 4 * self._timed_items)  # grow as evidence comes in
         engines = max(1, sum(not s.dead for s in self._engines.values()))
         tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
-        return max(1, min(size, tail))
+        # Spread the tail over all engines, but not into batches too short to pay their trip.
+        return max(1, min(size, max(tail, int(MIN_BATCH_S / max(mean, 1e-7)))))
 
     def _take(self, size: int) -> list[int]:
         first = self._queue.popleft()
