@@ -88,7 +88,7 @@ def test_connecting_to_a_missing_cluster_says_how_to_start_one():
 
 def test_a_controller_that_cannot_start_reports_its_log(monkeypatch):
     monkeypatch.setattr(cluster_module, "FAST_CONTROLLER_ARGS",
-                        ["--HeartMonitor.period=500", "--ip=999.1.1.1"])
+                        [*cluster_module.FAST_CONTROLLER_ARGS, "--ip=999.1.1.1"])
     with pytest.raises(pp.ClusterError, match="did not start(.|\n)*controller log(.|\n)*999.1.1.1"):
         cluster_module._start_local(1)
 
