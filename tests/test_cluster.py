@@ -38,8 +38,13 @@ def test_start_again_reuses_the_running_cluster(cluster):
 
 
 def test_scale_adds_and_removes_engines(cluster):
+    before = set(cluster.live_ids())
     grown = pp.scale(3)
     assert len(grown["engines"]) == 3
+    (added,) = set(cluster.live_ids()) - before
+    # cloudpickle is on the new engine too: it can send back a function it made
+    made = cluster.client[added].apply_sync(lambda: (lambda y: y + 1))
+    assert made(1) == 2
     run = pp.map(lambda x: x, range(30))
     run.wait(30)
     assert run.result()["status"].eq("ok").all()
