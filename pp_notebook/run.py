@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import cloudpickle
 import ipyparallel as ipp
@@ -27,7 +27,7 @@ from .engine import Outcome, forget, run_batch
 from .tracebacks import SourceMap
 from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
 
-TARGET_BATCH_S = 0.05
+TARGET_BATCH_S = 0.2
 """Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
 a round trip, short enough that the queue's tail spreads over all engines."""
 MIN_BATCH_S = 0.005
@@ -38,6 +38,17 @@ IN_FLIGHT_PER_ENGINE = 2
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
+ATTEMPTS_KEPT = 2000
+"""Finished attempts a snapshot carries for timelines; views fold them into fixed-size
+aggregates, so neither the Run nor a view grows with the task count."""
+
+
+_last_run: Run | None = None
+
+
+def last_run() -> Run | None:
+    """The kernel's most recent Run (from `%%parallel` or `map`): its errors, summary, records."""
+    return _last_run
 
 
 class _EngineFailure(Exception):
@@ -83,9 +94,20 @@ class EngineSnapshot:
     running_for_s: float | None
 
 
+class Attempt(NamedTuple):
+    """One finished attempt, for timelines: its engine, start (seconds since the run started,
+    client clock), run time and status."""
+
+    engine: int
+    start_s: float
+    duration_s: float
+    status: str
+
+
 @dataclass(frozen=True)
 class RunSnapshot:
-    """The state of a Run at one moment: counts by status, elapsed time, engines."""
+    """The state of a Run at one moment: counts by status, elapsed time, engines, and the
+    latest finished attempts (at most ATTEMPTS_KEPT; `attempts_total` counts all of them)."""
 
     total: int
     counts: dict
@@ -93,6 +115,8 @@ class RunSnapshot:
     elapsed_s: float
     done: bool
     engines: tuple = ()
+    attempts: tuple = ()
+    attempts_total: int = 0
 
     @property
     def finished(self) -> int:
@@ -129,6 +153,8 @@ class Run:
         self._solo: set[int] = set()  # items to run alone: they were in a batch that died
         self._counts = {"pending": len(items)}
         self._retried = 0
+        self._attempts: deque[Attempt] = deque(maxlen=ATTEMPTS_KEPT)
+        self._attempts_total = 0
         self._engines: dict[int, _EngineState] = {}
         self._peak_engines = 0
         self._timed_items = 0
@@ -144,6 +170,8 @@ class Run:
         self._ended_mono: float | None = None
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="pp_notebook-run", daemon=True)
+        global _last_run
+        _last_run = self
         self._thread.start()
 
     # -- public ----------------------------------------------------------------------
@@ -187,6 +215,16 @@ class Run:
         """Wall time, summed task time, speedup, and per engine utilisation and failures."""
         return summarize(self.records, self.elapsed_s, self._peak_engines or None)
 
+    def plot(self) -> Any:
+        """A matplotlib Figure: each engine's task timeline and the duration histogram."""
+        from .plots import plot_run
+        return plot_run(self)
+
+    @property
+    def started_at(self) -> float:
+        """When the run started, on the client's clock (epoch seconds, like `record.started`)."""
+        return self._started_at
+
     @property
     def elapsed_s(self) -> float:
         end = self._ended_mono if self._ended_mono is not None else time.monotonic()
@@ -214,7 +252,8 @@ class Run:
                 and running.started is not None else None))
         return RunSnapshot(total=len(self.records), counts=dict(self._counts),
                            retried=self._retried, elapsed_s=self.elapsed_s, done=self.done,
-                           engines=tuple(engines))
+                           engines=tuple(engines), attempts=tuple(self._attempts),
+                           attempts_total=self._attempts_total)
 
     def __repr__(self) -> str:
         snap = self.snapshot()
@@ -380,6 +419,7 @@ class Run:
         record.started = outcome.started + (state.clock_offset or 0.0)
         record.duration_s = outcome.duration
         record.output = outcome.output
+        self._log_attempt(record, outcome.status)
         state.busy_s += outcome.duration
         self._timed_items += 1
         self._timed_total += outcome.duration
@@ -409,6 +449,11 @@ class Run:
         record.status, record.value = status, value
         record.error_type, record.error, record.traceback = error_type, error, traceback
 
+    def _log_attempt(self, record: TaskRecord, status: str) -> None:
+        self._attempts.append(Attempt(record.engine, record.started - self._started_at,
+                                      record.duration_s, status))
+        self._attempts_total += 1
+
     def _engine_lost(self, state: _EngineState, how: str) -> None:
         """Requeue what a dead engine held; only the batch it was running is suspect."""
         state.dead = True
@@ -435,6 +480,8 @@ class Run:
                 record.attempts += 1
                 record.engine = state.id
                 record.duration_s = time.monotonic() - batch.started  # the client's estimate
+                record.started = time.time() - record.duration_s
+                self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
                 if batch.killed_for == "timeout":
                     self._finish(record, "timeout", error_type="TaskTimeout",
                                  error=f"task ignored its time limit of {self.timeout:g} s and "
