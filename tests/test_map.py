@@ -206,3 +206,15 @@ def test_summary_reports_speedup_and_per_engine_figures(cluster):
     assert set(summary.per_engine.index) == set(cluster.live_ids())
     assert summary.per_engine["tasks"].sum() == 60
     assert "60 tasks · 60 ok" in summary.line()
+
+
+def test_results_only_cloudpickle_can_carry_come_back(cluster):
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    run = pp.map(lambda x: (Point(x), lambda: x * 7), range(3))
+    run.wait(30)
+    assert [r.status for r in run.records] == ["ok"] * 3
+    point, make = run.records[2].value
+    assert point.x == 2 and make() == 14
