@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: lab test demo bench venv clean
+.PHONY: lab test demo bench venv browser clean
 
 venv: $(STAMP)
 
@@ -17,7 +18,10 @@ $(STAMP): pyproject.toml
 lab: venv  ## open JupyterLab on the quickstart notebook
 	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
 
-test: venv  ## the whole suite, on real local clusters
+browser:  ## Debian's chromium, which tests/test_browser.py drives through playwright
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+test: venv browser  ## the whole suite, on real local clusters
 	$(PY) -m pytest
 
 demo: venv  ## run the quickstart headless and print its summary

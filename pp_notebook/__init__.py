@@ -4,13 +4,23 @@
 plain Python API: `run = pp_notebook.map(fn, items)`, `run.wait()`, `run.result()`.
 """
 
+from typing import Any
+
 from .cluster import ClusterError, connect, scale, start, status, stop
 from .engine import TaskTimeout
+from .magic import RunFailed
 from .records import RunSummary, TaskRecord
-from .run import Run, RunSnapshot, map
+from .run import Run, RunSnapshot, last_run, map
 
 __all__ = [
-    "ClusterError", "Run", "RunSnapshot", "RunSummary", "TaskRecord", "TaskTimeout",
-    "connect", "map", "scale", "start", "status", "stop",
+    "ClusterError", "Run", "RunFailed", "RunSnapshot", "RunSummary", "TaskRecord", "TaskTimeout",
+    "connect", "last_run", "load_ipython_extension", "map", "scale", "start", "status", "stop",
 ]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext pp_notebook`: register the `%%parallel` and `%pp` magics."""
+    from .magic import ParallelMagics
+
+    ipython.register_magics(ParallelMagics)

@@ -174,6 +174,11 @@ class RunSummary:
         parts += [f"{self.wall_s:.1f} s", f"speedup {self.speedup:.1f}×"]
         return " · ".join(parts)
 
+    def _repr_html_(self) -> str:
+        """Plain HTML, so the summary stays readable in saved notebooks (GitHub, nbviewer)."""
+        from .summary_html import summary_html
+        return summary_html(self)
+
     def __str__(self) -> str:
         lines = [self.line(), f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
                               f"efficiency {self.efficiency:.0%}"]

@@ -38,7 +38,7 @@ IN_FLIGHT_PER_ENGINE = 2
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
-ATTEMPTS_KEPT = 2000
+ATTEMPTS_KEPT = 500
 """Finished attempts a snapshot carries for timelines; views fold them into fixed-size
 aggregates, so neither the Run nor a view grows with the task count."""
 

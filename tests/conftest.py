@@ -20,11 +20,22 @@ def session_cluster():
 
 @pytest.fixture
 def cluster(session_cluster):
-    """The session's cluster, back to 2 live engines before each test (kill tests replace)."""
-    deadline = time.monotonic() + 30
-    while len(session_cluster.live_ids()) < ENGINES and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if len(session_cluster.live_ids()) != ENGINES:
+    """The session's cluster with exactly 2 live, answering engines before each test.
+
+    Kill tests leave a replacement engine starting and a dead one unregistering: wait for
+    both to settle rather than scaling down, which could stop a healthy engine.
+    """
+    def settled():
+        ids = session_cluster.live_ids()
+        if len(ids) != ENGINES:
+            return False
+        try:
+            session_cluster.client[ids].apply_async(int).get(timeout=5)
+        except Exception:
+            return False
+        return len(session_cluster.live_ids()) == ENGINES
+
+    if not wait_until(settled, 30, interval=0.1):
         session_cluster.scale(ENGINES)
     session_cluster.wait_for_info()
     return session_cluster

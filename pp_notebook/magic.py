@@ -1,0 +1,252 @@
+"""`%%parallel` maps a cell's body over the engines; `%pp` starts, shows and stops the cluster.
+
+Every check happens before anything is submitted: the header, the options, the body's syntax,
+the names it needs and whether they can be sent. Bad input is a UsageError (one short message,
+no traceback). Once submitted, failed tasks are data: the cell completes and binds its
+DataFrame, with `error` / `timeout` / `lost` rows; `--raise` turns failures into an exception
+after the display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import cluster
+from .cellfunc import CellError, compile_cell, evaluate_iterable, parse_header
+from .progress import progress, widgets_available
+from .records import FAILED
+from .report import TRACEBACKS_HINT, FailureReport
+from .run import Run, RunSnapshot
+
+
+class RunFailed(RuntimeError):
+    """Raised by `%%parallel --raise`, after the display, when any task did not succeed."""
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _attempts(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def _batch(text: str) -> int | str:
+    return "auto" if text == "auto" else _count(text)
+
+
+@magics_class
+class ParallelMagics(Magics):
+    """`%%parallel` runs a cell's body once per item on the engines; `%pp` manages them."""
+
+    @magic_arguments(name="%parallel")  # help and usage then say %%parallel
+    @kwds(usage="%(prog)s TARGET in ITERABLE [options]")
+    @argument("-o", "--out", metavar="NAME",
+              help="bind the merged DataFrame to NAME instead of making it the cell's result; "
+                   "with --background, NAME gets the Run")
+    @argument("-n", "--engines", type=_count, metavar="N",
+              help="start the cluster with N engines first, or scale a running local one to N")
+    @argument("--timeout", type=_seconds, metavar="S",
+              help="seconds one item may run; slower items end with status `timeout`")
+    @argument("--retries", type=_attempts, default=0, metavar="N",
+              help="extra attempts for an item that failed, timed out or lost its engine")
+    @argument("--batch", type=_batch, default="auto", metavar="N|auto",
+              help="items per message to an engine (auto: sized from measured run times)")
+    @argument("--validate", metavar="NAME",
+              help="a function (returning a reason when a result is wrong) or a "
+                   "{column: dtype} dict from the notebook; bad results get status `invalid`")
+    @argument("--background", action="store_true",
+              help="return at once with the Run (the cell's result, or NAME with -o); "
+                   "wait with run.wait(), get the DataFrame with run.result()")
+    @argument("--no-widget", action="store_true",
+              help="a text progress line instead of the widget")
+    @argument("--quiet", action="store_true", help="no progress, summary or failures table")
+    @argument("--raise", dest="raise_", action="store_true",
+              help="after the display, raise RunFailed if any task did not succeed")
+    @cell_magic
+    def parallel(self, line: str, cell: str) -> Any:
+        """Run the cell's body once per item of an iterable, in parallel on the engines.
+
+        The first line is `%%parallel TARGET in ITERABLE [options]`. TARGET is bound to each
+        item: a name, or unpacking such as `a, b in pairs`, `i, row in df.iterrows()` or
+        `k, v in d.items()`. The body's last expression is the item's result; results are
+        merged into one DataFrame (a dict is a row, a DataFrame its rows, anything else goes in
+        a `result` column), with the columns task, status, engine, host, duration_s, attempts
+        and error first. The names the body reads are taken from the notebook and sent once per
+        run; modules are imported again on the engines. Example::
+
+            %%parallel x in range(100) -o df --timeout 30
+            y = simulate(x)
+            {"x": x, "y": y}
+
+        Failed items are rows with their error, not an exception; their tracebacks are in
+        `pp_notebook.last_run().errors()`.
+        """
+        run, args = self._submit(line, cell)
+        if args.background:
+            return self._background(run, args)
+        return self._foreground(run, args)
+
+    def _submit(self, line: str, cell: str) -> tuple[Run, argparse.Namespace]:
+        """Check the whole cell, then start its Run; bad input raises before anything runs."""
+        namespace = self.shell.user_ns
+        try:
+            header = parse_header(line)
+            args = parse_argstring(self.parallel, header.options)
+            _check_combination(args)
+            task = compile_cell(header, cell, namespace)
+            validate = _lookup(namespace, args.validate, "--validate")
+            items = evaluate_iterable(header, namespace)
+        except CellError as exc:
+            raise UsageError(str(exc)) from None
+        except UsageError as exc:
+            raise UsageError(f"{exc} (see %%parallel? for the options)") from None
+        try:
+            if args.engines is not None:
+                cluster.start(args.engines)
+            run = Run(task, items, timeout=args.timeout, retries=args.retries, batch=args.batch,
+                      validate=validate)
+        except (cluster.ClusterError, TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        return run, args
+
+    def _foreground(self, run: Run, args: argparse.Namespace) -> Any:
+        view = None if args.quiet else progress(run, widget=not args.no_widget)
+        stopped = False
+        try:
+            run.wait()
+        except KeyboardInterrupt:  # the stop button: Run.wait has cancelled the rest
+            stopped = True
+        finally:
+            if view is not None:
+                view.stop()
+        snap = run.snapshot()
+        if stopped:
+            cancelled = snap.counts.get("cancelled", 0)
+            print(f"Stopped: {snap.total - cancelled} of {snap.total} tasks had ended; "
+                  f"{cancelled} were cancelled and are marked `cancelled`.")
+        if not args.quiet:
+            failures = FailureReport(run.errors())
+            if failures:
+                display(failures)
+        result = self._deliver(run.result(), args.out)
+        if args.raise_ and snap.failed:
+            raise RunFailed(_failure_message(snap, args.out))
+        return result
+
+    def _background(self, run: Run, args: argparse.Namespace) -> Any:
+        if not args.quiet:
+            if not args.no_widget and widgets_available():
+                progress(run)
+            where = f"as `{args.out}`" if args.out else "(this cell's result)"
+            print(f"{len(run.records)} tasks running in the background {where}: .wait() waits "
+                  "for them, .result() gives the DataFrame; also pp_notebook.last_run()")
+        return self._deliver(run, args.out)
+
+    def _deliver(self, value: Any, out: str | None) -> Any:
+        """Bind `value` to the -o name (the cell then shows nothing), or make it the result."""
+        if out is None:
+            return value
+        self.shell.user_ns[out] = value
+        return None
+
+    @magic_arguments()
+    @argument("command", choices=["start", "stop", "status", "connect", "scale"],
+              help="start [N]: a local cluster (or scale the running one); stop; status; "
+                   "connect: a cluster started elsewhere; scale N")
+    @argument("engines", nargs="?", type=_count, help="start, scale: the number of engines")
+    @argument("--profile", default="default", help="connect: the cluster's IPython profile")
+    @argument("--cluster-id", default="", help="connect: the cluster's id")
+    @argument("--file", dest="connection_file", metavar="F",
+              help="connect: the cluster's ipcontroller-client.json")
+    @line_magic
+    def pp(self, line: str) -> None:
+        """Manage the kernel's cluster: `%pp start [N]`, `stop`, `status`, `connect`, `scale N`."""
+        args = parse_argstring(self.pp, line)
+        if args.engines is not None and args.command not in ("start", "scale"):
+            raise UsageError(f"`%pp {args.command}` takes no number of engines")
+        if args.command == "scale" and args.engines is None:
+            raise UsageError("`%pp scale N` needs the number of engines, e.g. `%pp scale 4`")
+        connecting = args.connection_file or args.cluster_id or args.profile != "default"
+        if connecting and args.command != "connect":
+            raise UsageError("--profile, --cluster-id and --file go with `%pp connect`")
+        try:
+            if args.command == "stop":
+                before = cluster.status()
+                cluster.stop()
+                print(_stop_text(before))
+                return
+            state = {
+                "start": lambda: cluster.start(args.engines),
+                "status": cluster.status,
+                "connect": lambda: cluster.connect(args.cluster_id, args.profile,
+                                                   connection_file=args.connection_file),
+                "scale": lambda: cluster.scale(args.engines),
+            }[args.command]()
+        except (cluster.ClusterError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        print(cluster_status_text(state))
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+        raise UsageError(f"-o needs a Python name, got {args.out!r}")
+    if args.background and args.raise_:
+        raise UsageError("--raise cannot go with --background: nothing has failed yet when the "
+                         "cell returns; check run.errors() after run.wait()")
+
+
+def _lookup(namespace: dict, name: str | None, option: str) -> Any:
+    if name is None:
+        return None
+    if name not in namespace:
+        raise UsageError(f"{option} {name}: no such name in the notebook")
+    return namespace[name]
+
+
+def _failure_message(snap: RunSnapshot, out: str | None) -> str:
+    detail = ", ".join(f"{snap.counts[s]} {s}" for s in FAILED if snap.counts.get(s))
+    where = f"the results are in `{out}`, " if out else ""
+    return (f"{snap.failed} of {snap.total} tasks did not succeed ({detail}); "
+            f"{where}{TRACEBACKS_HINT}")
+
+
+def cluster_status_text(state: dict) -> str:
+    """The cluster as `%pp status` prints it: its id, and each engine's state and process."""
+    if not state["running"]:
+        return "no cluster is running: `%pp start [N]` starts a local one"
+    engines = state["engines"]
+    kind = "local" if state["local"] else "connected"
+    plural = "s" if len(engines) != 1 else ""
+    lines = [f"cluster {state['cluster_id']} ({kind}): {len(engines)} engine{plural}"]
+    lines += [f"  engine {e['id']}: {e['state']}, pid {e['pid']} on {e['host']}" for e in engines]
+    return "\n".join(lines)
+
+
+def _stop_text(state: dict) -> str:
+    if not state["running"]:
+        return "no cluster was running"
+    if state["local"]:
+        return f"stopped cluster {state['cluster_id']} and its {len(state['engines'])} engines"
+    return f"disconnected from cluster {state['cluster_id']} (it keeps running)"
