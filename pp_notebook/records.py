@@ -90,16 +90,21 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
     return _apply_schema(frame, schema) if schema else frame
 
 
+def _columns(records: list[TaskRecord], columns: dict[str, str]) -> dict:
+    """{column: values of a TaskRecord attribute}; engine ids as nullable integers."""
+    values = {name: [getattr(r, attr) for r in records] for name, attr in columns.items()}
+    if "engine" in values:
+        values["engine"] = pd.array(values["engine"], dtype="Int64")
+    return values
+
+
+_METADATA_ATTRS = {name: name for name in METADATA_COLUMNS} | {"error": "message"}
+_ERROR_ATTRS = {name: name for name in ("task", "item", "status", "error_type", "error",
+                                         "engine", "attempts", "traceback", "output")}
+
+
 def _with_metadata(values: pd.DataFrame, owners: list[TaskRecord]) -> pd.DataFrame:
-    metadata = {
-        "task": [r.task for r in owners],
-        "status": [r.status for r in owners],
-        "engine": pd.array([r.engine for r in owners], dtype="Int64"),
-        "host": [r.host for r in owners],
-        "duration_s": [r.duration_s for r in owners],
-        "attempts": [r.attempts for r in owners],
-        "error": [r.message for r in owners],
-    }
+    metadata = _columns(owners, _METADATA_ATTRS)
     clashing = set(metadata) & set(values.columns)
     named = {(f"pp_{k}" if k in clashing else k): v for k, v in metadata.items()}
     frame = pd.DataFrame(named, index=values.index)
@@ -122,18 +127,7 @@ def _apply_schema(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
 
 def errors_frame(records: list[TaskRecord]) -> pd.DataFrame:
     """One row per failed item: which item, what failed, where, and the full traceback."""
-    failed = [r for r in records if r.failed]
-    return pd.DataFrame({
-        "task": [r.task for r in failed],
-        "item": [r.item for r in failed],
-        "status": [r.status for r in failed],
-        "error_type": [r.error_type for r in failed],
-        "error": [r.error for r in failed],
-        "engine": pd.array([r.engine for r in failed], dtype="Int64"),
-        "attempts": [r.attempts for r in failed],
-        "traceback": [r.traceback for r in failed],
-        "output": [r.output for r in failed],
-    })
+    return pd.DataFrame(_columns([r for r in records if r.failed], _ERROR_ATTRS))
 
 
 @dataclass(frozen=True)

@@ -580,16 +580,24 @@ def _pickle_payload(fn: Callable, validate: Any) -> bytes:
     if validate is not None and not (callable(validate) or isinstance(validate, dict)):
         raise TypeError("validate must be a callable (returning a reason string when a result "
                         f"is wrong) or a {{column: dtype}} dict, not {type(validate).__name__}")
-    for name, obj in (("function", fn), ("validator", validate)):
-        try:
-            cloudpickle.dumps(obj)
-        except Exception as exc:
-            label = getattr(obj, "__qualname__", type(obj).__name__)
-            raise TypeError(
-                f"the task {name} {label!r} cannot be sent to the engines: {exc}. It may "
-                "capture something that cannot be pickled (an open file, a lock, a connection):"
-                " create that inside the function instead.") from None
-    return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        name, obj = next(((n, o) for n, o in (("validator", validate), ("function", fn))
+                          if not _pickles(o)), ("function", fn))
+        label = getattr(obj, "__qualname__", type(obj).__name__)
+        raise TypeError(
+            f"the task {name} {label!r} cannot be sent to the engines: {exc}. It may capture "
+            "something that cannot be pickled (an open file, a lock, a connection): create "
+            "that inside the function instead.") from None
+
+
+def _pickles(obj: Any) -> bool:
+    try:
+        cloudpickle.dumps(obj)
+    except Exception:
+        return False
+    return True
 
 
 def _check_options(timeout: Any, retries: Any, batch: Any) -> None:
