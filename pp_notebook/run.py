@@ -64,6 +64,7 @@ class _Batch:
     interrupted: float | None = None
     killed_for: str | None = None  # "timeout" | "cancel" when the client ended its engine
     abandoned: bool = False
+    solo: bool = False  # a suspect item, sent to an idle engine and nothing queued behind it
 
 
 @dataclass(eq=False)
@@ -301,15 +302,20 @@ class Run:
                                         "check pp_notebook.status() and restart the cluster")
 
     def _dispatch(self) -> None:
-        while self._queue:
-            ready = [s for s in self._engines.values()
-                     if not s.dead and len(s.inflight) < IN_FLIGHT_PER_ENGINE]
-            if not ready:
-                return
+        """Fill each engine up to IN_FLIGHT_PER_ENGINE batches; a suspect item runs alone."""
+        sent = True
+        while self._queue and sent:
+            sent = False
+            ready = [s for s in self._engines.values() if not s.dead
+                     and len(s.inflight) < IN_FLIGHT_PER_ENGINE
+                     and not any(b.solo for b in s.inflight)]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
                     return
+                if self._queue[0] in self._solo and state.inflight:
+                    continue  # only an idle engine takes a suspect: its death then names it
                 self._send(state, self._take(self._batch_size()))
+                sent = True
 
     def _batch_size(self) -> int:
         if self.batch != "auto":
@@ -347,7 +353,7 @@ class Run:
                                    f"cannot be sent to an engine: {exc}")
         if not pairs:
             return
-        batch = _Batch(state.id, [i for i, _ in pairs])
+        batch = _Batch(state.id, [i for i, _ in pairs], solo=pairs[0][0] in self._solo)
         payload = None if state.has_payload else self._payload
         state.has_payload = True
         if not state.inflight:
@@ -455,25 +461,29 @@ class Run:
         self._attempts_total += 1
 
     def _engine_lost(self, state: _EngineState, how: str) -> None:
-        """Requeue what a dead engine held; only the batch it was running is suspect."""
+        """Requeue what a dead engine held; charge an attempt only to a proven culprit.
+
+        The culprit is proven when the engine held one batch of one item (a suspect sent
+        alone), or when the client ended it for ignoring its timeout. Otherwise the first batch
+        may have finished just before the death (ipyparallel can report it failed), so every
+        item it held runs again alone, uncharged, until a death names its culprit.
+        """
         state.dead = True
         batches, state.inflight = list(state.inflight), deque()
         info = self._cluster.engines.get(state.id)
         where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
                                          if info and info.pid else "")
-        for position, batch in enumerate(batches):
+        running = batches[0] if batches and batches[0].started is not None else None
+        proven = running is not None and len(running.indices) == 1 and (
+            len(batches) == 1 or running.killed_for == "timeout")
+        for batch in batches:
             batch.abandoned = True
-            suspect = position == 0 and batch.started is not None
-            if not suspect or self._cancelling and batch.killed_for != "timeout":
+            if self._cancelling and batch.killed_for != "timeout":
                 for index in batch.indices:
-                    if self._cancelling:
-                        self._finish(self.records[index], "cancelled",
-                                     error="the run was cancelled")
-                    else:
-                        self._queue.appendleft(index)
-            elif len(batch.indices) > 1:
-                # Which item brought the engine down is unknown: rerun each alone, uncharged.
-                self._solo.update(batch.indices)
+                    self._finish(self.records[index], "cancelled", error="the run was cancelled")
+            elif batch is not running or not proven:
+                if running is not None and not proven:
+                    self._solo.update(batch.indices)
                 self._queue.extendleft(reversed(batch.indices))
             else:
                 record = self.records[batch.indices[0]]
