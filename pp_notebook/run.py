@@ -38,6 +38,7 @@ IN_FLIGHT_PER_ENGINE = 2
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
+REPLACEMENT_WAIT_S = 15.0
 ATTEMPTS_KEPT = 500
 """Finished attempts a snapshot carries for timelines; views fold them into fixed-size
 aggregates, so neither the Run nor a view grows with the task count."""
@@ -162,6 +163,7 @@ class Run:
         self._timed_total = 0.0
         self._events: SimpleQueue = SimpleQueue()
         self._msg_ids: set[str] = set()  # pruned from the client's history at the end
+        self._replacements = 0
         self._cancel_requested = False
         self._cancelling = False
         self._no_engines_since: float | None = None
@@ -276,13 +278,25 @@ class Run:
                     break
                 self._handle_events()
                 self._watchdog()
+            self._ended_mono = time.monotonic()
+            self._await_replacements()
         except BaseException as exc:  # never lose what finished: end the rest with a reason
             self.failure = exc
             self._end_remaining("lost", f"the run stopped: {type(exc).__name__}: {exc}")
         finally:
-            self._ended_mono = time.monotonic()
+            if self._ended_mono is None:
+                self._ended_mono = time.monotonic()
             self._done.set()
             self._clean_up()
+
+    def _await_replacements(self) -> None:
+        """Return the cluster whole: wait (bounded) for engines started in place of dead ones."""
+        if not self._replacements:
+            return
+        deadline = time.monotonic() + REPLACEMENT_WAIT_S
+        while len(self._cluster.live_ids()) < self._peak_engines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._cluster.wait_for_info(max(0.0, deadline - time.monotonic()))
 
     def _sync_engines(self) -> None:
         live = set(self._cluster.refresh())
@@ -502,6 +516,7 @@ class Run:
                                        f"(attempt {record.attempts} of {self.retries + 1})")
         if self._cluster.owned and not self._cancelling:
             self._cluster.add_engines(1, wait=False)
+            self._replacements += 1
 
     def _watchdog(self) -> None:
         """End tasks that ignored their timeout, and engines that ignored a cancel."""
