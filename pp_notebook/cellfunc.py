@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import cloudpickle
 
+from .shipping import unpicklable
+
 MAGIC = "%%parallel"
 EXAMPLE = "%%parallel x in range(10) -o df"
 _ITEM = ".item"  # the task function's parameter: a name no Python code can spell
@@ -216,13 +218,8 @@ def _check_shippable(shipped: dict[str, Any], tree: ast.AST) -> None:
     except Exception:
         pass
     lines = _first_lines(tree)
-    problems = []
-    for name, value in shipped.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            kind = type(value).__name__
-            problems.append(f"`{name}` (line {lines.get(name, '?')}, {kind}): {exc}")
+    problems = [f"`{name}` (line {lines.get(name, '?')}, {type(shipped[name]).__name__}): {exc}"
+                for name, exc in unpicklable(shipped).items()]
     raise CellError("cannot send to the engines: " + "; ".join(problems) + ". Create it inside "
                     "the cell instead (open files, locks, connections and the like cannot be "
                     "copied to another process); nothing was run")

@@ -1,8 +1,9 @@
 """The kernel's one ipyparallel cluster: start or connect on first use, scale, replace, stop.
 
 A local cluster is started with settings measured to come up in about 2 s on 2 cores
-(DESIGN.md): no launcher delay, a 500 ms heartbeat, and no results database. Each local engine is its own engine
-set, so a single engine can be stopped or replaced without touching the others.
+(DESIGN.md): no launcher delay, a 500 ms heartbeat, and no results database. Each local
+engine is its own engine set, so a single engine can be stopped or replaced without touching
+the others.
 """
 
 from __future__ import annotations

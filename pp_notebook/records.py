@@ -47,9 +47,14 @@ class TaskRecord:
     @property
     def message(self) -> str | None:
         """`Type: message` of a failure, as the `error` column shows it."""
-        if self.error_type is None:
-            return self.error
-        return f"{self.error_type}: {self.error}" if self.error else self.error_type
+        return error_text(self.error_type, self.error)
+
+
+def error_text(error_type: str | None, error: str | None) -> str | None:
+    """`Type: message`, or whichever of the two there is."""
+    if error_type is None:
+        return error
+    return f"{error_type}: {error}" if error else error_type
 
 
 def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.DataFrame:

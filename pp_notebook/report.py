@@ -11,6 +11,8 @@ import reprlib
 
 import pandas as pd
 
+from .records import error_text
+
 MAX_ROWS = 20
 TRACEBACKS_HINT = "full tracebacks: pp_notebook.last_run().errors()"
 _short = reprlib.Repr()
@@ -36,8 +38,7 @@ class FailureReport:
             "task": rows["task"],
             "item": [_short.repr(item) for item in rows["item"]],
             "status": rows["status"],
-            "error": [f"{t}: {m}" if m else str(t) for t, m in zip(rows["error_type"],
-                                                                    rows["error"])],
+            "error": [error_text(t, m) or "" for t, m in zip(rows["error_type"], rows["error"])],
             "traceback": rows["traceback"],
         })
 

@@ -24,8 +24,9 @@ import pandas as pd
 
 from . import cluster as cluster_module
 from .engine import Outcome, forget, run_batch
-from .tracebacks import SourceMap
 from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
+from .shipping import unpicklable
+from .tracebacks import SourceMap
 
 TARGET_BATCH_S = 0.2
 """Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
@@ -457,9 +458,9 @@ class Run:
                 error_type: str | None = None, error: str | None = None,
                 traceback: str | None = None, retry: bool = True) -> None:
         """Give a record its end, or requeue it while it has retries left."""
+        record.error_type, record.error, record.traceback = error_type, error, traceback
         if retry and status in FAILED and status != "cancelled" \
                 and record.attempts <= self.retries and not self._cancelling:
-            record.error_type, record.error, record.traceback = error_type, error, traceback
             self._retried += 1
             self._queue.append(record.task)
             return
@@ -467,7 +468,6 @@ class Run:
             self._counts[record.status] -= 1
             self._counts[status] = self._counts.get(status, 0) + 1
         record.status, record.value = status, value
-        record.error_type, record.error, record.traceback = error_type, error, traceback
 
     def _log_attempt(self, record: TaskRecord, status: str) -> None:
         self._attempts.append(Attempt(record.engine, record.started - self._started_at,
@@ -608,21 +608,14 @@ def _pickle_payload(fn: Callable, validate: Any) -> bytes:
     try:
         return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        name, obj = next(((n, o) for n, o in (("validator", validate), ("function", fn))
-                          if not _pickles(o)), ("function", fn))
+        culprits = unpicklable({"validator": validate, "function": fn})
+        name = next(iter(culprits), "function")
+        obj = validate if name == "validator" else fn
         label = getattr(obj, "__qualname__", type(obj).__name__)
         raise TypeError(
             f"the task {name} {label!r} cannot be sent to the engines: {exc}. It may capture "
             "something that cannot be pickled (an open file, a lock, a connection): create "
             "that inside the function instead.") from None
-
-
-def _pickles(obj: Any) -> bool:
-    try:
-        cloudpickle.dumps(obj)
-    except Exception:
-        return False
-    return True
 
 
 def _check_options(timeout: Any, retries: Any, batch: Any) -> None:
