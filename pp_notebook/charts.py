@@ -15,7 +15,7 @@ from . import fmt
 from .records import FAILED
 from .run import RunSnapshot
 
-STATUS_COLOURS = {"ok": "#4c9a2a", "error": "#d62728", "timeout": "#ff7f0e",
+STATUS_COLOURS = {"ok": "#4c9a2a", "error": "#d62728", "timeout": "#ff7f0e", "memory": "#8c564b",
                   "invalid": "#9467bd", "lost": "#555555", "cancelled": "#aaaaaa"}
 RUNNING_COLOUR = "#6baed6"
 FAILED_COLOUR = STATUS_COLOURS["error"]

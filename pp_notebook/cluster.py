@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import ipyparallel as ipp
+import psutil
 
 from . import engine as engine_module
+from .reaper import Reaper
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
 # the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
@@ -65,6 +67,11 @@ class KernelCluster:
         self.cluster = cluster
         self.cluster_id = cluster.cluster_id if cluster is not None else cluster_id
         self.engines: dict[int, EngineInfo] = {}
+        self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
+        self._reaper: Reaper | None = None
+        if cluster is not None:
+            self._reaper = Reaper()
+            self._reaper.watch(cluster.controller.process.pid)
         self._pending_info: dict[int, Any] = {}
         self._lock = threading.RLock()
         self.refresh()
@@ -76,6 +83,18 @@ class KernelCluster:
 
     def live_ids(self) -> list[int]:
         return self.client.ids
+
+    def controller_death(self) -> str | None:
+        """What became of the controller this process started, once it is gone; else None."""
+        process = getattr(self.cluster.controller, "process", None) if self.cluster else None
+        if process is None:
+            return None
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.Error:
+            pass
+        return f"the cluster's controller (pid {process.pid}) stopped"
 
     def refresh(self) -> dict[int, EngineInfo]:
         """Set up engines that joined since the last call, forget those that left."""
@@ -124,7 +143,9 @@ class KernelCluster:
         target = len(self.client.ids) + n
         with self._lock:
             for _ in range(n):
-                self.cluster.start_engines_sync(n=1)
+                set_id = self.cluster.start_engines_sync(n=1)
+                for launcher in _launchers(self.cluster.engines[set_id]):
+                    self._reaper.watch(_launcher_pid(launcher))
         if wait:
             self._wait_for_engines(target)
 
@@ -194,7 +215,8 @@ class KernelCluster:
             pass
         if self.cluster is not None:
             with self._lock:
-                self.cluster.stop_cluster_sync()
+                _quiet_stop(self.cluster)
+                self._reaper.close()
 
 
 def _launchers(engine_set: Any) -> list:
@@ -223,6 +245,9 @@ def start(engines: int | None = None) -> dict:
         n = engines if engines is not None else (os.cpu_count() or 1)
         if n < 1:
             raise ValueError(f"engines must be at least 1, got {n}")
+        if _current is not None and _current.controller_death() is not None:
+            _current.shutdown()  # its controller died: start afresh
+            _current = None
         if _current is not None:
             if engines is not None and _current.owned and len(_current.live_ids()) != n:
                 _current.scale(n)
@@ -307,8 +332,9 @@ def stop() -> None:
 
 
 def current(start_if_missing: bool = True) -> KernelCluster:
-    """The kernel's cluster, started with default settings on first use."""
-    if _current is None:
+    """The kernel's cluster, started with default settings on first use (or when the one
+    this process started has lost its controller)."""
+    if _current is None or _current.controller_death() is not None:
         if not start_if_missing:
             raise ClusterError("no cluster is running: call pp_notebook.start() or connect()")
         start()

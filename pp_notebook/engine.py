@@ -7,6 +7,8 @@ raises: every failure of an item travels back as data, so one item cannot distur
 
 from __future__ import annotations
 
+import ctypes
+import inspect
 import os
 import pickle
 import signal
@@ -16,7 +18,9 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable, NamedTuple
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
 
 import cloudpickle
 
@@ -31,7 +35,7 @@ class Outcome(NamedTuple):
     """What happened to one item on an engine. `started` is the engine's wall clock."""
 
     index: int
-    status: str  # ok | error | timeout | invalid | cancelled
+    status: str  # ok | error | timeout | memory | invalid | cancelled
     value: Any
     error_type: str | None
     error: str | None
@@ -52,6 +56,10 @@ _payloads: OrderedDict[str, tuple[Callable, Any]] = OrderedDict()
 _PAYLOADS_KEPT = 4
 _armed = False  # the alarm raises only while a task runs, never in this module's own code
 _limit = 0.0
+_deadlines: dict[int, list[float]] = {}
+"""Worker threads (concurrency > 1) running a task under a limit: ident -> [deadline, limit].
+The batch's main thread raises TaskTimeout in those past their deadline."""
+_deadlines_lock = threading.Lock()
 
 
 def engine_info() -> dict:
@@ -65,29 +73,36 @@ def forget(run_key: str) -> None:
 
 
 def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float | None,
-              budget: float) -> bytes:
+              budget: float, concurrency: int = 1, memory_limit: int | None = None) -> bytes:
     """Run each (index, item-bytes) pair of a batch, return pickled Outcomes.
 
     `payload` (the pickled function and validator) comes with an engine's first batch of a
     run and is kept for the next ones. New items are not started once `budget` seconds have
     passed: the client requeues what was not run, so no batch holds an engine for long.
+    `concurrency` > 1 runs that many items at once in threads (for tasks that wait on I/O).
+    `memory_limit` caps how many bytes the engine may add while a task runs.
     """
     pairs = pickle.loads(items)
-    batch_start = time.perf_counter()
     try:
         fn, validate = _load_payload(run_key, payload)
     except BaseException as exc:  # the task function itself cannot be loaded here
         failed = _failure(0, "error", exc, time.time(), 0.0, "")
         return _dump([failed._replace(index=index) for index, _ in pairs])
+    if concurrency > 1:
+        return _dump(_run_threaded(fn, validate, pairs, timeout, budget, concurrency,
+                                   memory_limit))
 
     outcomes = []
+    batch_start = time.perf_counter()
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGALRM, _on_alarm) if main_thread else None
     try:
         for position, (index, item_bytes) in enumerate(pairs):
             if position and time.perf_counter() - batch_start > budget:
                 break
-            outcome = _run_item(fn, validate, index, item_bytes, timeout if main_thread else None)
+            with _memory_cap(memory_limit):
+                outcome = _run_item(fn, validate, index, item_bytes,
+                                    timeout if main_thread else None, memory_limit)
             outcomes.append(outcome)
             if outcome.status == "cancelled":
                 break
@@ -95,6 +110,78 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
         if main_thread:
             signal.signal(signal.SIGALRM, old_handler)
     return _dump(outcomes)
+
+
+def _run_threaded(fn: Callable, validate: Any, pairs: list, timeout: float | None,
+                  budget: float, concurrency: int, memory_limit: int | None) -> list[Outcome]:
+    """Run up to `concurrency` items at once in threads; this thread enforces their limits.
+
+    A timeout or a cancel (SIGINT from the client lands here) is raised inside the task's
+    thread, at its next Python instruction: a task blocked in one long C call ends after it.
+    """
+    outcomes: list[Outcome] = []
+    todo = iter(pairs)
+    running: set = set()
+    batch_start = time.perf_counter()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = _thread_output
+    try:
+        with _memory_cap(memory_limit), ThreadPoolExecutor(concurrency) as pool:
+            try:
+                while True:
+                    while len(running) < concurrency and (
+                            not outcomes and not running
+                            or time.perf_counter() - batch_start <= budget):
+                        pair = next(todo, None)
+                        if pair is None:
+                            break
+                        running.add(pool.submit(_run_item, fn, validate, *pair, timeout,
+                                                memory_limit, False))
+                    if not running:
+                        break
+                    finished, running = wait(running, RETIMEOUT_INTERVAL / 5, FIRST_COMPLETED)
+                    outcomes += [f.result() for f in finished]
+                    _raise_in_overdue_threads()
+            except KeyboardInterrupt:  # a cancel: stop every running task, start no more
+                with _deadlines_lock:
+                    for ident in _deadlines:
+                        _raise_in_thread(ident, KeyboardInterrupt)
+                outcomes += [f.result() for f in wait(running)[0]]
+    finally:
+        sys.stdout, sys.stderr = saved
+    return outcomes
+
+
+def _raise_in_overdue_threads() -> None:
+    now = time.perf_counter()
+    with _deadlines_lock:
+        for ident, deadline in _deadlines.items():
+            if now >= deadline[0]:
+                deadline[0] = now + RETIMEOUT_INTERVAL
+                _raise_in_thread(ident, TaskTimeout)
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+@contextmanager
+def _memory_cap(limit: int | None) -> Iterator[None]:
+    """Let this process map at most `limit` more bytes: beyond, allocations raise MemoryError."""
+    if limit is None or not os.path.exists("/proc/self/statm"):
+        yield
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    cap = mapped + limit if hard == resource.RLIM_INFINITY else min(hard, mapped + limit)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any]:
@@ -106,24 +193,43 @@ def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any]:
 
 
 def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,
-              timeout: float | None) -> Outcome:
+              timeout: float | None, memory_limit: int | None = None,
+              redirect: bool = True) -> Outcome:
+    """Run one item; its printed output goes to its own buffer (`redirect`: by swapping
+    sys.stdout, else through the per-thread router that `_run_threaded` installed)."""
     output = _CappedOutput()
     started = time.time()
     t0 = time.perf_counter()
-    saved = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = output
+    if redirect:
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = output
+    else:
+        _thread_output.local.output = output
     try:
         try:
             item = pickle.loads(item_bytes)
             _arm(timeout)
             try:
                 value = fn(item)
+                if inspect.isawaitable(value):  # an async def task: run it to its end here
+                    import asyncio
+
+                    value = asyncio.run(_awaited(value))
             finally:
                 _disarm()
         finally:
-            sys.stdout, sys.stderr = saved
+            if redirect:
+                sys.stdout, sys.stderr = saved
+            else:
+                _thread_output.local.output = None
     except TaskTimeout as exc:
+        exc = exc if str(exc) else TaskTimeout(f"task exceeded its time limit of {timeout:g} s")
         return _failure(index, "timeout", exc, started, time.perf_counter() - t0, output.text())
+    except MemoryError as exc:
+        if memory_limit is not None:
+            exc = MemoryError(f"task exceeded its memory limit of {memory_limit / 1e6:,.0f} MB"
+                              + (f" ({exc})" if str(exc) else ""))
+        return _failure(index, "memory", exc, started, time.perf_counter() - t0, output.text())
     except KeyboardInterrupt as exc:
         # The client interrupts a task that overran its limit, or a cancelled run.
         duration = time.perf_counter() - t0
@@ -138,6 +244,10 @@ def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,
         return Outcome(index, "invalid", value, "InvalidResult", reason, None, output.text(),
                        started, duration)
     return Outcome(index, "ok", value, None, None, None, output.text(), started, duration)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _failure(index: int, status: str, exc: BaseException, started: float, duration: float,
@@ -157,14 +267,22 @@ def _on_alarm(signum, frame):
 
 def _arm(timeout: float | None) -> None:
     global _armed, _limit
-    if timeout is not None:
-        _limit = timeout
-        _armed = True
-        signal.setitimer(signal.ITIMER_REAL, timeout, RETIMEOUT_INTERVAL)
+    if timeout is None:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        with _deadlines_lock:
+            _deadlines[threading.get_ident()] = [time.perf_counter() + timeout, timeout]
+        return
+    _limit = timeout
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, timeout, RETIMEOUT_INTERVAL)
 
 
 def _disarm() -> None:
     global _armed
+    if _deadlines:
+        with _deadlines_lock:
+            _deadlines.pop(threading.get_ident(), None)
     if _armed:
         _armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -250,6 +368,28 @@ def _dump(outcomes: list[Outcome]) -> bytes:
                       f"{exc}. Return plain data (numbers, str, dict, list, DataFrame).",
                 traceback=None))
     return cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _ThreadOutput:
+    """sys.stdout while tasks run in threads: each thread's writes go to its task's buffer."""
+
+    encoding = "utf-8"
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        output = getattr(self.local, "output", None)
+        return output.write(text) if output is not None else len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+_thread_output = _ThreadOutput()
 
 
 class _CappedOutput:

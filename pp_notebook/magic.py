@@ -23,6 +23,7 @@ from .cellfunc import CellError, compile_cell, evaluate_iterable, parse_header
 from .progress import progress, widgets_available
 from .records import FAILED
 from .report import TRACEBACKS_HINT, FailureReport
+from .options import RunOptions
 from .run import Run, RunSnapshot
 
 
@@ -76,6 +77,20 @@ class ParallelMagics(Magics):
     @argument("--validate", metavar="NAME",
               help="a function (returning a reason when a result is wrong) or a "
                    "{column: dtype} dict from the notebook; bad results get status `invalid`")
+    @argument("--checkpoint", metavar="PATH",
+              help="save each successful item to PATH as it ends; running the cell again "
+                   "with the same PATH skips the items saved there")
+    @argument("--key", metavar="NAME",
+              help="with --checkpoint: a function from the notebook naming each item "
+                   "(default: a hash of the item)")
+    @argument("--speculate", action="store_true",
+              help="once the queue is empty, back up tasks running far longer than usual on "
+                   "idle engines; the first copy to finish wins")
+    @argument("--concurrency", type=_count, default=1, metavar="N",
+              help="items run at once on each engine, in threads (for tasks waiting on I/O)")
+    @argument("--memory-limit", metavar="SIZE",
+              help="how much an engine may grow while it runs one task (500MB, 2GB); beyond "
+                   "it the task ends with status `memory`")
     @argument("--background", action="store_true",
               help="return at once with the Run (the cell's result, or NAME with -o); "
                    "wait with run.wait(), get the DataFrame with run.result()")
@@ -116,17 +131,23 @@ class ParallelMagics(Magics):
             args = parse_argstring(self.parallel, header.options)
             _check_combination(args)
             task = compile_cell(header, cell, namespace)
-            validate = _lookup(namespace, args.validate, "--validate")
+            options = RunOptions(
+                timeout=args.timeout, retries=args.retries, batch=args.batch,
+                validate=_lookup(namespace, args.validate, "--validate"),
+                checkpoint=args.checkpoint, key=_lookup(namespace, args.key, "--key"),
+                speculate=args.speculate, concurrency=args.concurrency,
+                memory_limit=args.memory_limit)
             items = evaluate_iterable(header, namespace)
         except CellError as exc:
             raise UsageError(str(exc)) from None
         except UsageError as exc:
             raise UsageError(f"{exc} (see %%parallel? for the options)") from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{exc} (see %%parallel? for the options)") from None
         try:
             if args.engines is not None:
                 cluster.start(args.engines)
-            run = Run(task, items, timeout=args.timeout, retries=args.retries, batch=args.batch,
-                      validate=validate)
+            run = Run(task, items, options)
         except (cluster.ClusterError, TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         return run, args

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-FAILED = ("error", "timeout", "invalid", "lost", "cancelled")
+FAILED = ("error", "timeout", "memory", "invalid", "lost", "cancelled")
 METADATA_COLUMNS = ("task", "status", "engine", "host", "duration_s", "attempts", "error")
 
 
@@ -27,7 +27,7 @@ class TaskRecord:
 
     task: int
     item: Any
-    status: str = "pending"  # pending | ok | error | timeout | invalid | lost | cancelled
+    status: str = "pending"  # pending | ok | error | timeout | memory | invalid | lost | cancelled
     value: Any = None
     error_type: str | None = None
     error: str | None = None
@@ -39,6 +39,7 @@ class TaskRecord:
     started: float | None = None  # the client's clock (epoch seconds)
     duration_s: float | None = None  # measured on the engine
     attempts: int = 0
+    resumed: bool = False  # taken from a checkpoint, not run again
 
     @property
     def failed(self) -> bool:

@@ -23,7 +23,9 @@ import ipyparallel as ipp
 import pandas as pd
 
 from . import cluster as cluster_module
+from .checkpoint import Checkpoint
 from .engine import Outcome, forget, run_batch
+from .options import RunOptions
 from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
 from .shipping import unpicklable
 from .tracebacks import SourceMap
@@ -40,6 +42,11 @@ TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
 REPLACEMENT_WAIT_S = 15.0
+SPECULATE_FACTOR = 3.0
+SPECULATE_MIN_S = 0.5
+"""With `speculate=True`, a running batch gets a backup copy on an idle engine once the queue is
+empty and it has run SPECULATE_FACTOR times its expected time (and at least SPECULATE_MIN_S)."""
+CONTROLLER_CHECK_S = 0.5
 ATTEMPTS_KEPT = 500
 """Finished attempts a snapshot carries for timelines; views fold them into fixed-size
 aggregates, so neither the Run nor a view grows with the task count."""
@@ -67,6 +74,8 @@ class _Batch:
     killed_for: str | None = None  # "timeout" | "cancel" when the client ended its engine
     abandoned: bool = False
     solo: bool = False  # a suspect item, sent to an idle engine and nothing queued behind it
+    partner: _Batch | None = None  # the other copy of a speculated batch
+    superseded: bool = False  # its partner finished every item first: it is being stopped
 
 
 @dataclass(eq=False)
@@ -80,6 +89,7 @@ class _EngineState:
     busy_s: float = 0.0
     clock_offset: float | None = None  # client clock minus engine clock
     dead: bool = False
+    left: bool = False  # stopped on purpose (scale down, adaptive): not a failure
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class EngineSnapshot:
     id: int
     host: str | None
     pid: int | None
-    state: str  # starting | idle | busy | dead
+    state: str  # starting | idle | busy | retiring | left | dead
     done: int
     failed: int
     busy_s: float
@@ -133,28 +143,31 @@ class RunSnapshot:
 class Run:
     """Items mapped over the cluster's engines. Returned at once by `pp_notebook.map`."""
 
-    def __init__(self, fn: Callable, items: Iterable, *, timeout: float | None = None,
-                 retries: int = 0, batch: int | str = "auto", validate: Any = None,
+    def __init__(self, fn: Callable, items: Iterable, options: RunOptions | None = None, *,
                  cluster: cluster_module.KernelCluster | None = None) -> None:
-        _check_options(timeout, retries, batch)
+        self.options = options = options if options is not None else RunOptions()
         try:
             items = list(items)
         except TypeError:
             raise TypeError(f"items must be iterable (a list, range, generator, ...), "
                             f"not {type(items).__name__}") from None
-        self._payload = _pickle_payload(fn, validate)
-        self._sources = SourceMap([fn, validate])
+        self._payload = _pickle_payload(fn, options.validate)
+        self._sources = SourceMap([fn, options.validate])
         self.fn = fn
-        self.timeout = timeout
-        self.retries = retries
-        self.batch = batch
-        self.validate = validate
         self.records = [TaskRecord(task=i, item=item) for i, item in enumerate(items)]
+        self._checkpoint: Checkpoint | None = None
+        self._keys: list[str] = []
+        if options.checkpoint is not None:
+            self._checkpoint = Checkpoint(options.checkpoint, options.key)
+            self._keys = [self._checkpoint.key_of(item) for item in items]
+            self._checkpoint.restore(self.records, self._keys)
         self._cluster = cluster if cluster is not None else cluster_module.current()
         self._key = uuid.uuid4().hex
-        self._queue: deque[int] = deque(range(len(items)))
+        self._queue: deque[int] = deque(r.task for r in self.records if r.status == "pending")
+        self._counts = {"pending": len(self._queue)}
+        if len(self._queue) < len(items):
+            self._counts["ok"] = len(items) - len(self._queue)
         self._solo: set[int] = set()  # items to run alone: they were in a batch that died
-        self._counts = {"pending": len(items)}
         self._retried = 0
         self._attempts: deque[Attempt] = deque(maxlen=ATTEMPTS_KEPT)
         self._attempts_total = 0
@@ -168,6 +181,7 @@ class Run:
         self._cancel_requested = False
         self._cancelling = False
         self._no_engines_since: float | None = None
+        self._controller_checked = 0.0
         self._done = threading.Event()
         self._started_at = time.time()
         self._started_mono = time.monotonic()
@@ -208,7 +222,8 @@ class Run:
 
     def result(self) -> pd.DataFrame:
         """The merged DataFrame, in input order (rows of unfinished items say `pending`)."""
-        schema = self.validate if isinstance(self.validate, dict) else None
+        validate = self.options.validate
+        schema = validate if isinstance(validate, dict) else None
         return merged_frame(self.records, schema)
 
     def errors(self) -> pd.DataFrame:
@@ -238,12 +253,15 @@ class Run:
         """An immutable picture of the run for views; costs O(engines), not O(tasks)."""
         now = time.monotonic()
         infos = self._cluster.engines
+        retiring = self._cluster.retiring
         engines = []
         for state in list(self._engines.values()):
             info = infos.get(state.id)
             running = state.inflight[0] if state.inflight else None
             if state.dead:
-                label = "dead"
+                label = "left" if state.left else "dead"
+            elif state.id in retiring:
+                label = "retiring"
             elif info is None or info.pid is None:
                 label = "starting"
             else:
@@ -275,6 +293,8 @@ class Run:
                     self._begin_cancel()
                 if not self._cancelling:
                     self._dispatch()
+                    if self.options.speculate and not self._queue:
+                        self._speculate()
                 if not self._queue and not any(e.inflight for e in self._engines.values()):
                     break
                 self._handle_events()
@@ -287,6 +307,8 @@ class Run:
         finally:
             if self._ended_mono is None:
                 self._ended_mono = time.monotonic()
+            if self._checkpoint is not None:
+                self._checkpoint.close()
             self._done.set()
             self._clean_up()
 
@@ -300,12 +322,16 @@ class Run:
         self._cluster.wait_for_info(max(0.0, deadline - time.monotonic()))
 
     def _sync_engines(self) -> None:
+        self._check_controller()
         live = set(self._cluster.refresh())
         for eid in live - set(self._engines):
             self._engines[eid] = _EngineState(eid, self._cluster.client[eid])
         for state in self._engines.values():
             if not state.dead and state.id not in live:
-                self._engine_lost(state, "left the cluster")
+                if state.id in self._cluster.retiring and not state.inflight:
+                    state.dead = state.left = True  # stopped on purpose, idle: nothing to do
+                else:
+                    self._engine_lost(state, "left the cluster")
         alive = [s for s in self._engines.values() if not s.dead]
         self._peak_engines = max(self._peak_engines, len(alive))
         if alive:
@@ -316,13 +342,29 @@ class Run:
             self._end_remaining("lost", f"no engine was alive for {NO_ENGINE_GRACE_S:g} s; "
                                         "check pp_notebook.status() and restart the cluster")
 
+    def _check_controller(self) -> None:
+        """End the run with a clear reason, keeping every result, if the controller died."""
+        now = time.monotonic()
+        if now - self._controller_checked < CONTROLLER_CHECK_S:
+            return
+        self._controller_checked = now
+        death = self._cluster.controller_death()
+        if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
+            finished = sum(r.status != "pending" for r in self.records)
+            self.failure = cluster_module.ClusterError(
+                f"{death} during the run. The {finished} tasks that had ended are kept; "
+                "pp_notebook.start() starts a new cluster (pass checkpoint= to skip finished "
+                "items when you run again).")
+            self._end_remaining("lost", str(self.failure))
+
     def _dispatch(self) -> None:
         """Fill each engine up to IN_FLIGHT_PER_ENGINE batches; a suspect item runs alone."""
         sent = True
         while self._queue and sent:
             sent = False
+            retiring = self._cluster.retiring
             ready = [s for s in self._engines.values() if not s.dead
-                     and len(s.inflight) < IN_FLIGHT_PER_ENGINE
+                     and len(s.inflight) < IN_FLIGHT_PER_ENGINE and s.id not in retiring
                      and not any(b.solo for b in s.inflight)]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
@@ -332,12 +374,36 @@ class Run:
                 self._send(state, self._take(self._batch_size()))
                 sent = True
 
-    def _batch_size(self) -> int:
-        if self.batch != "auto":
-            return int(self.batch)
+    def _speculate(self) -> None:
+        """Back up an overdue running batch on an idle engine; the first copy to finish wins."""
         if not self._timed_items:
-            return 1
-        mean = self._timed_total / self._timed_items
+            return
+        retiring = self._cluster.retiring
+        idle = [s for s in self._engines.values()
+                if not s.dead and not s.inflight and s.id not in retiring]
+        if not idle:
+            return
+        now = time.monotonic()
+        mean = self._timed_total / self._timed_items / self.options.concurrency
+        running = [s.inflight[0] for s in self._engines.values() if not s.dead and s.inflight
+                   and s.inflight[0].started is not None and s.inflight[0].partner is None]
+        for batch in sorted(running, key=lambda b: b.started):
+            expected = len(batch.indices) * mean
+            if not idle or now - batch.started < max(SPECULATE_FACTOR * expected,
+                                                     SPECULATE_MIN_S):
+                continue
+            pending = [i for i in batch.indices if self.records[i].status == "pending"]
+            backup = self._send(idle.pop(), pending) if pending else None
+            if backup is not None:
+                batch.partner, backup.partner = backup, batch
+
+    def _batch_size(self) -> int:
+        if self.options.batch != "auto":
+            return int(self.options.batch)
+        concurrency = self.options.concurrency
+        if not self._timed_items:
+            return concurrency  # one item per thread: the first durations come back at once
+        mean = self._timed_total / self._timed_items / concurrency
         size = int(TARGET_BATCH_S / max(mean, 1e-7))
         size = min(size, MAX_BATCH, 4 * self._timed_items)  # grow as evidence comes in
         engines = max(1, sum(not s.dead for s in self._engines.values()))
@@ -354,7 +420,7 @@ class Run:
             taken.append(self._queue.popleft())
         return taken
 
-    def _send(self, state: _EngineState, indices: list[int]) -> None:
+    def _send(self, state: _EngineState, indices: list[int]) -> _Batch | None:
         pairs = []
         for index in indices:
             try:
@@ -367,17 +433,20 @@ class Run:
                              error=f"item {index} ({type(self.records[index].item).__name__}) "
                                    f"cannot be sent to an engine: {exc}")
         if not pairs:
-            return
+            return None
         batch = _Batch(state.id, [i for i, _ in pairs], solo=pairs[0][0] in self._solo)
         payload = None if state.has_payload else self._payload
         state.has_payload = True
         if not state.inflight:
             batch.started = time.monotonic()
         state.inflight.append(batch)
+        options = self.options
         batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
-                                              self.timeout, BATCH_BUDGET_S)
+                                              options.timeout, BATCH_BUDGET_S,
+                                              options.concurrency, options.memory_limit)
         batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
         self._msg_ids.update(batch.future.msg_ids)
+        return batch
 
     def _handle_events(self) -> None:
         try:
@@ -390,7 +459,9 @@ class Run:
             try:
                 event = self._events.get_nowait()
             except Empty:
-                return
+                break
+        if self._checkpoint is not None:
+            self._checkpoint.flush()  # once per wake-up: a few fsyncs a second at most
 
     def _batch_returned(self, batch: _Batch) -> None:
         if batch.abandoned:
@@ -406,8 +477,9 @@ class Run:
             self._release(state, batch)
             status = "cancelled" if kind == "TaskAborted" else "error"
             for index in batch.indices:
-                self.records[index].attempts += status == "error"
-                self._finish(self.records[index], status, error_type=kind, error=message)
+                if self.records[index].status == "pending":
+                    self.records[index].attempts += status == "error"
+                    self._finish(self.records[index], status, error_type=kind, error=message)
             return
         self._release(state, batch)
         offset = time.time() - max((o.started + o.duration for o in outcomes), default=time.time())
@@ -418,12 +490,29 @@ class Run:
         for outcome in outcomes:
             seen.add(outcome.index)
             self._apply_outcome(state, info, outcome)
-        for index in batch.indices:
+        for index in reversed(self._uncovered(batch, batch.indices)):
             if index not in seen:  # not started: the batch ran out of budget, or cancel
                 if self._cancelling:
                     self._finish(self.records[index], "cancelled", error="the run was cancelled")
                 else:
                     self._queue.appendleft(index)
+        self._supersede(batch.partner)
+
+    def _uncovered(self, batch: _Batch, indices: list[int]) -> list[int]:
+        """Of `indices`, those still pending and not held by the batch's live other copy."""
+        partner = batch.partner
+        covered = set(partner.indices) if partner is not None and not partner.abandoned \
+            and partner.future is not None and not partner.future.done() else ()
+        return [i for i in indices if self.records[i].status == "pending" and i not in covered]
+
+    def _supersede(self, batch: _Batch | None) -> None:
+        """Stop the other copy of a speculated batch once every item it holds has ended."""
+        if batch is None or batch.abandoned or batch.superseded or batch.future.done() \
+                or any(self.records[i].status == "pending" for i in batch.indices):
+            return
+        batch.superseded = True
+        batch.interrupted = time.monotonic()
+        self._cluster.interrupt_engine(batch.engine)
 
     def _release(self, state: _EngineState, batch: _Batch) -> None:
         if batch in state.inflight:
@@ -433,6 +522,9 @@ class Run:
 
     def _apply_outcome(self, state: _EngineState, info: Any, outcome: Outcome) -> None:
         record = self.records[outcome.index]
+        state.busy_s += outcome.duration
+        if record.status != "pending":  # the other copy of a speculated item won
+            return
         record.attempts += 1
         record.engine = state.id
         if info is not None:
@@ -441,7 +533,6 @@ class Run:
         record.duration_s = outcome.duration
         record.output = outcome.output
         self._log_attempt(record, outcome.status)
-        state.busy_s += outcome.duration
         self._timed_items += 1
         self._timed_total += outcome.duration
         if outcome.status == "cancelled" and not self._cancelling:
@@ -460,7 +551,7 @@ class Run:
         """Give a record its end, or requeue it while it has retries left."""
         record.error_type, record.error, record.traceback = error_type, error, traceback
         if retry and status in FAILED and status != "cancelled" \
-                and record.attempts <= self.retries and not self._cancelling:
+                and record.attempts <= self.options.retries and not self._cancelling:
             self._retried += 1
             self._queue.append(record.task)
             return
@@ -468,6 +559,8 @@ class Run:
             self._counts[record.status] -= 1
             self._counts[status] = self._counts.get(status, 0) + 1
         record.status, record.value = status, value
+        if status == "ok" and self._checkpoint is not None:
+            self._checkpoint.add(self._keys[record.task], record)
 
     def _log_attempt(self, record: TaskRecord, status: str) -> None:
         self._attempts.append(Attempt(record.engine, record.started - self._started_at,
@@ -492,13 +585,16 @@ class Run:
             len(batches) == 1 or running.killed_for == "timeout")
         for batch in batches:
             batch.abandoned = True
+            indices = self._uncovered(batch, batch.indices)
             if self._cancelling and batch.killed_for != "timeout":
-                for index in batch.indices:
+                for index in indices:
                     self._finish(self.records[index], "cancelled", error="the run was cancelled")
             elif batch is not running or not proven:
                 if running is not None and not proven:
-                    self._solo.update(batch.indices)
-                self._queue.extendleft(reversed(batch.indices))
+                    self._solo.update(indices)
+                self._queue.extendleft(reversed(indices))
+            elif not indices:
+                continue  # a superseded copy, or its item ended elsewhere
             else:
                 record = self.records[batch.indices[0]]
                 record.attempts += 1
@@ -508,20 +604,22 @@ class Run:
                 self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
                 if batch.killed_for == "timeout":
                     self._finish(record, "timeout", error_type="TaskTimeout",
-                                 error=f"task ignored its time limit of {self.timeout:g} s and "
+                                 error=f"task ignored its time limit of {self.options.timeout:g} s and "
                                        f"the interrupt; {where} was ended and replaced")
                 else:
                     self._finish(record, "lost", error_type="EngineDied",
                                  error=f"{where} {how} while running this task "
-                                       f"(attempt {record.attempts} of {self.retries + 1})")
-        if self._cluster.owned and not self._cancelling:
+                                       f"(attempt {record.attempts} of "
+                                       f"{self.options.retries + 1})")
+        if self._cluster.owned and not self._cancelling and state.id not in self._cluster.retiring:
             self._cluster.add_engines(1, wait=False)
             self._replacements += 1
 
     def _watchdog(self) -> None:
         """End tasks that ignored their timeout, and engines that ignored a cancel."""
         now = time.monotonic()
-        grace = 1.0 + 0.1 * (self.timeout or 0.0)
+        timeout = self.options.timeout
+        grace = 1.0 + 0.1 * (timeout or 0.0)
         for state in list(self._engines.values()):
             if state.dead or not state.inflight:
                 continue
@@ -530,11 +628,11 @@ class Run:
                 continue
             if batch.interrupted is not None:
                 if now - batch.interrupted > (CANCEL_GRACE_S if self._cancelling else grace):
-                    batch.killed_for = "cancel" if self._cancelling else "timeout"
+                    batch.killed_for = "cancel" if self._cancelling or batch.superseded \
+                        else "timeout"
                     self._cluster.kill_engine(state.id)
                     self._engine_lost(state, "was ended")
-            elif self.timeout is not None and \
-                    now - batch.started > BATCH_BUDGET_S + self.timeout + grace:
+            elif timeout is not None and now - batch.started > BATCH_BUDGET_S + timeout + grace:
                 batch.interrupted = now
                 self._cluster.interrupt_engine(state.id)
 
@@ -602,9 +700,6 @@ def _outcomes_of(future: Any) -> list[Outcome]:
 def _pickle_payload(fn: Callable, validate: Any) -> bytes:
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    if validate is not None and not (callable(validate) or isinstance(validate, dict)):
-        raise TypeError("validate must be a callable (returning a reason string when a result "
-                        f"is wrong) or a {{column: dtype}} dict, not {type(validate).__name__}")
     try:
         return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
@@ -618,23 +713,25 @@ def _pickle_payload(fn: Callable, validate: Any) -> bytes:
             "that inside the function instead.") from None
 
 
-def _check_options(timeout: Any, retries: Any, batch: Any) -> None:
-    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    if not (isinstance(retries, int) and retries >= 0):
-        raise ValueError(f"retries must be an integer >= 0, not {retries!r}")
-    if batch != "auto" and not (isinstance(batch, int) and batch >= 1):
-        raise ValueError(f"batch must be 'auto' or an integer >= 1, not {batch!r}")
-
-
 def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries: int = 0,
-        batch: int | str = "auto", validate: Any = None) -> Run:
+        batch: int | str = "auto", validate: Any = None, checkpoint: str | None = None,
+        key: Callable[[Any], Any] | None = None, speculate: bool = False, concurrency: int = 1,
+        memory_limit: int | str | None = None) -> Run:
     """Run `fn(item)` for every item on the kernel's cluster; returns a Run at once.
 
     `timeout`: seconds one item may run. `retries`: extra attempts for an item that failed,
     timed out or lost its engine. `batch`: items per message ("auto" sizes batches from
     measured durations). `validate`: a callable returning a reason when a result is wrong,
     or a {column: dtype} schema; invalid results get status `invalid`.
+    `checkpoint`: a file where each successful item is saved as it ends; a run with the same
+    file skips the items saved there (named by a hash of the item, or of `key(item)`).
+    `speculate`: once the queue is empty, back up a batch running far longer than expected on
+    an idle engine; the first copy to finish wins. `concurrency`: items run at once on each
+    engine, in threads (for tasks that wait on I/O; `async def` tasks work too).
+    `memory_limit` ("500MB", "2GB" or bytes): how much an engine may grow while it runs a
+    task; beyond it the task ends with status `memory` and the engine lives on.
     """
-    return Run(fn, items, timeout=timeout, retries=retries, batch=batch, validate=validate)
-
+    options = RunOptions(timeout=timeout, retries=retries, batch=batch, validate=validate,
+                         checkpoint=checkpoint, key=key, speculate=speculate,
+                         concurrency=concurrency, memory_limit=memory_limit)
+    return Run(fn, items, options)

@@ -227,7 +227,7 @@ def test_validate_takes_a_checker_from_the_notebook(ip):
 def test_options_reach_the_run(ip):
     parallel(ip, "x in range(4) -n 2 --retries 1 --batch 2 --timeout 9 --quiet", "x")
     run = pp.last_run()
-    assert (run.retries, run.batch, run.timeout) == (1, 2, 9.0)
+    assert (run.options.retries, run.options.batch, run.options.timeout) == (1, 2, 9.0)
     assert len(pp.status()["engines"]) == 2
 
 

@@ -1,0 +1,75 @@
+"""Ends a local cluster's processes when the process that started them ends, even by SIGKILL.
+
+A kernel killed outright runs no atexit hook, and its controller and engines would live on.
+So the kernel starts this small watcher in its own session and writes it the pid of each
+process it launches; when the pipe closes (the kernel stopped the cluster, exited or was
+killed), the watcher ends those processes and their children, then exits.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psutil
+
+TERMINATE_GRACE_S = 3.0
+
+
+class Reaper:
+    """The kernel's side: a pipe to the watcher process."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pp_notebook.reaper"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def watch(self, pid: int) -> None:
+        """End `pid` (and its children) when this process ends or calls `close`."""
+        try:
+            created = psutil.Process(pid).create_time()
+            self._process.stdin.write(f"{pid} {created}\n".encode())
+            self._process.stdin.flush()
+        except (psutil.Error, OSError):  # already gone, or the watcher is
+            pass
+
+    def close(self) -> None:
+        """Let the watcher end whatever is left of the cluster now."""
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass
+
+
+def _reap(watched: list[tuple[int, float]]) -> None:
+    processes = []
+    for pid, created in watched:
+        try:
+            process = psutil.Process(pid)
+            if abs(process.create_time() - created) < 0.01:  # the same process, not a reused pid
+                processes += [process, *process.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=TERMINATE_GRACE_S)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+def main() -> None:
+    watched = []
+    for line in sys.stdin:  # until EOF: the kernel closed the pipe or died
+        pid, created = line.split()
+        watched.append((int(pid), float(created)))
+    _reap(watched)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Checkpoint and resume: finished items survive the client's death and are not run again."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pp_notebook as pp
+from pp_notebook.checkpoint import Checkpoint
+from pp_notebook.records import TaskRecord
+from conftest import pid_alive, wait_until
+
+ITEMS = 60
+
+
+def _work_script(checkpoint, log, pids_file) -> str:
+    return textwrap.dedent(f"""
+        import json, os, time, pp_notebook as pp
+        pp.start(2)
+        handle = pp.cluster.current()
+        pids = [e["pid"] for e in pp.status()["engines"]]
+        pids.append(handle.cluster.controller.process.pid)
+        open({str(pids_file)!r}, "w").write(json.dumps(pids))
+
+        def work(x):
+            with open({str(log)!r}, "a") as log:
+                log.write(f"{{x}}\\n")
+            time.sleep(0.1)
+            return {{"x": x, "square": x * x}}
+
+        pp.map(work, range({ITEMS}), checkpoint={str(checkpoint)!r}).wait()
+    """)
+
+
+def _computed(log) -> list[int]:
+    return [int(line) for line in log.read_text().split()] if log.exists() else []
+
+
+def test_a_client_killed_mid_run_resumes_without_recomputing_finished_items(cluster, tmp_path):
+    checkpoint, log, pids_file = tmp_path / "run.ckpt", tmp_path / "computed", tmp_path / "pids"
+    client = subprocess.Popen([sys.executable, "-c", _work_script(checkpoint, log, pids_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: len(Checkpoint(checkpoint).done) >= ITEMS // 3, 120), \
+            client.stderr.read1().decode() if client.poll() is not None else "no progress"
+    finally:
+        client.send_signal(signal.SIGKILL)  # no atexit, no flush: the hard way
+        client.wait()
+    saved = Checkpoint(checkpoint).done
+    assert ITEMS // 3 <= len(saved) < ITEMS
+    # The cluster of the killed client does not outlive it.
+    orphans = json.loads(pids_file.read_text())
+    assert wait_until(lambda: not any(pid_alive(p) for p in orphans), 20), orphans
+
+    computed_before = _computed(log)
+    run = pp.map(lambda x: {"x": x, "square": x * x}, range(ITEMS), checkpoint=checkpoint)
+    assert run.wait(120)
+    df = run.result()
+    assert list(df["x"]) == list(range(ITEMS)) and list(df["square"]) == [x * x for x in range(ITEMS)]
+    assert (df["status"] == "ok").all()
+    resumed = [r.task for r in run.records if r.resumed]
+    assert len(resumed) == len(saved)
+    # the resumed items were computed once, in the killed run, and not again now
+    assert all(computed_before.count(x) == 1 for x in resumed)
+    assert sum(1 for r in run.records if not r.resumed and r.attempts == 1) == ITEMS - len(saved)
+
+
+def test_a_torn_last_entry_is_dropped_and_the_rest_kept(tmp_path):
+    path = tmp_path / "torn.ckpt"
+    first = Checkpoint(path)
+    records = [TaskRecord(task=i, item=i, value=i * 10, status="ok") for i in range(3)]
+    for record in records:
+        first.add(first.key_of(record.item), record)
+    first.close()
+    whole = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\x40\x00\x00\x00garbage")  # a frame cut off by a crash
+    again = Checkpoint(path)
+    assert len(again.done) == 3 and path.stat().st_size == whole
+    fresh = [TaskRecord(task=i, item=i) for i in range(5)]
+    assert again.restore(fresh, [again.key_of(i) for i in range(5)]) == 3
+    assert [r.value for r in fresh] == [0, 10, 20, None, None]
+    again.close()
+
+
+def test_key_names_items_that_do_not_pickle_stably(cluster, tmp_path):
+    path = tmp_path / "keyed.ckpt"
+    items = [{"name": f"n{i}", "tags": {"a", "b", f"t{i}"}} for i in range(6)]
+    first = pp.map(lambda d: len(d["tags"]), items, checkpoint=path, key=lambda d: d["name"])
+    assert first.wait(60)
+    again = pp.map(lambda d: -1, items, checkpoint=path, key=lambda d: d["name"])
+    assert again.wait(60)
+    assert list(again.result()["result"]) == [3] * 6
+    assert all(r.resumed for r in again.records)
+
+
+def test_failed_items_are_not_saved_and_run_again(cluster, tmp_path):
+    path = tmp_path / "failed.ckpt"
+
+    def half(x):
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    assert pp.map(half, range(6), checkpoint=path).wait(60)
+    again = pp.map(lambda x: x, range(6), checkpoint=path)
+    assert again.wait(60)
+    assert list(again.result()["status"]) == ["ok"] * 6
+    assert [r.resumed for r in again.records] == [True, False] * 3
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(key=lambda x: x), "give checkpoint=PATH too"),
+    (dict(checkpoint="x.ckpt", key=3), "key must be a function"),
+])
+def test_bad_checkpoint_options_are_refused(cluster, bad, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        pp.map(lambda x: x, range(3), **bad)
