@@ -22,6 +22,7 @@ import ipyparallel as ipp
 import psutil
 
 from . import engine as engine_module
+from .autoscale import Autoscaler
 from .reaper import Reaper
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
@@ -69,6 +70,7 @@ class KernelCluster:
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
         self._reaper: Reaper | None = None
+        self.autoscaler: Autoscaler | None = None
         if cluster is not None:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
@@ -82,7 +84,8 @@ class KernelCluster:
         return self.cluster is not None
 
     def live_ids(self) -> list[int]:
-        return self.client.ids
+        """Engines that take work: registered, and not being stopped."""
+        return [e for e in self.client.ids if e not in self.retiring]
 
     def controller_death(self) -> str | None:
         """What became of the controller this process started, once it is gone; else None."""
@@ -140,7 +143,7 @@ class KernelCluster:
     def add_engines(self, n: int, wait: bool = True) -> None:
         """Start `n` more local engines, each its own engine set."""
         self._require_owned("add engines")
-        target = len(self.client.ids) + n
+        target = len(self.live_ids()) + n
         with self._lock:
             for _ in range(n):
                 set_id = self.cluster.start_engines_sync(n=1)
@@ -151,13 +154,24 @@ class KernelCluster:
 
     def _wait_for_engines(self, target: int) -> None:
         deadline = time.monotonic() + ENGINE_START_TIMEOUT
-        while len(self.client.ids) < target:
+        while len(self.live_ids()) < target:
             if time.monotonic() > deadline:
                 raise ClusterError(
-                    f"only {len(self.client.ids)} of {target} engines registered within "
+                    f"only {len(self.live_ids())} of {target} engines registered within "
                     f"{ENGINE_START_TIMEOUT:g} s.\n{_log_tail(self.cluster)}")
             time.sleep(0.02)
         self.wait_for_info()
+
+    def retire(self, eid: int) -> None:
+        """Stop one local engine once it has no task: runs send it nothing from now on."""
+        self.retiring.add(eid)  # kept: engine ids are never reused
+        quiet = 0
+        while quiet < 2 and eid in self.client.ids:
+            time.sleep(0.1)  # a run's dispatch that read the set just before may still send
+            load = self.client.queue_status(targets=[eid]).get(eid, {})
+            quiet = quiet + 1 if load.get("queue", 0) + load.get("tasks", 0) == 0 else 0
+        if eid in self.client.ids:
+            self.stop_engine(eid)
 
     def stop_engine(self, eid: int) -> None:
         """Stop one local engine (scale down, or clean up after a kill)."""
@@ -186,9 +200,10 @@ class KernelCluster:
         self.client.send_signal(signal.SIGINT, targets=[eid], block=False)
 
     def scale(self, n: int) -> None:
-        """Grow or shrink a local cluster to `n` engines, stopping idle engines first."""
+        """Grow or shrink a local cluster to `n` engines; engines leave once their task ends."""
         self._require_owned("scale")
-        current = self.client.ids
+        self.adapt(None)
+        current = self.live_ids()
         if n > len(current):
             self.add_engines(n - len(current))
             return
@@ -196,10 +211,19 @@ class KernelCluster:
         by_load = sorted(current, key=lambda e: (queues.get(e, {}).get("queue", 0)
                                                  + queues.get(e, {}).get("tasks", 0), -e))
         for eid in by_load[: len(current) - n]:
-            self.stop_engine(eid)
+            self.retire(eid)
         deadline = time.monotonic() + 10
-        while len(self.client.ids) > n and time.monotonic() < deadline:
+        while len(self.client.ids) > n and time.monotonic() < deadline:  # retired ones left
             time.sleep(0.02)
+
+    def adapt(self, limits: tuple[int, int, float] | None) -> None:
+        """Follow the work between (min_engines, max_engines, idle_timeout); None: fixed."""
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
+            self.autoscaler = None
+        if limits is not None:
+            self._require_owned("adapt the engine count")
+            self.autoscaler = Autoscaler(self, *limits)
 
     def _require_owned(self, what: str) -> None:
         if self.cluster is None:
@@ -214,6 +238,7 @@ class KernelCluster:
         except Exception:
             pass
         if self.cluster is not None:
+            self.adapt(None)
             with self._lock:
                 _quiet_stop(self.cluster)
                 self._reaper.close()
@@ -234,26 +259,43 @@ _current: KernelCluster | None = None
 _current_lock = threading.Lock()
 
 
-def start(engines: int | None = None) -> dict:
+def start(engines: int | str | None = None, *, min_engines: int = 1,
+          max_engines: int | None = None, idle_timeout: float = 30.0) -> dict:
     """Start the kernel's local cluster with `engines` engines (default: the CPU count).
 
-    When a cluster is already running, a local one is scaled to `engines`; the running
-    cluster is reused either way. Returns `status()`.
+    `engines="auto"` starts `min_engines` and follows the work: an engine is added while
+    items wait, every engine is busy and a core is free, up to `max_engines` (default: the
+    CPU count); an engine idle for `idle_timeout` s leaves, down to `min_engines`.
+    When a cluster is already running, a local one is scaled (or made adaptive) instead;
+    the running cluster is reused either way. Returns `status()`.
     """
     global _current
+    limits = _adaptive_limits(engines, min_engines, max_engines, idle_timeout)
     with _current_lock:
-        n = engines if engines is not None else (os.cpu_count() or 1)
+        n = limits[0] if limits else engines if engines is not None else (os.cpu_count() or 1)
         if n < 1:
             raise ValueError(f"engines must be at least 1, got {n}")
         if _current is not None and _current.controller_death() is not None:
             _current.shutdown()  # its controller died: start afresh
             _current = None
-        if _current is not None:
-            if engines is not None and _current.owned and len(_current.live_ids()) != n:
-                _current.scale(n)
-            return status()
-        _current = _start_local(n)
+        if _current is None:
+            _current = _start_local(n)
+        elif limits is None and engines is not None and _current.owned \
+                and len(_current.live_ids()) != n:
+            _current.scale(n)
+        if limits is not None:
+            _current.adapt(limits)
     return status()
+
+
+def _adaptive_limits(engines: int | str | None, min_engines: int, max_engines: int | None,
+                     idle_timeout: float) -> tuple[int, int, float] | None:
+    if engines != "auto":
+        if isinstance(engines, str):
+            raise ValueError(f"engines must be a number or 'auto', not {engines!r}")
+        return None
+    return min_engines, max_engines if max_engines is not None else (os.cpu_count() or 1), \
+        idle_timeout
 
 
 def _start_local(n: int) -> KernelCluster:
@@ -341,8 +383,14 @@ def current(start_if_missing: bool = True) -> KernelCluster:
     return _current
 
 
-def scale(engines: int) -> dict:
-    """Grow or shrink the local cluster to `engines` engines."""
+def scale(engines: int | str, *, min_engines: int = 1, max_engines: int | None = None,
+          idle_timeout: float = 30.0) -> dict:
+    """Grow or shrink the local cluster to `engines` engines, or make it follow the work
+    with `engines="auto"` (see `start`)."""
+    limits = _adaptive_limits(engines, min_engines, max_engines, idle_timeout)
+    if limits is not None:
+        current().adapt(limits)
+        return status()
     if engines < 1:
         raise ValueError(f"engines must be at least 1, got {engines}")
     current().scale(engines)
@@ -360,13 +408,14 @@ def status() -> dict:
     except Exception:
         queues = {}
     engines = []
-    for eid in sorted(infos):
+    for eid in sorted(set(infos) - handle.retiring):
         info, queue = infos[eid], queues.get(eid, {})
         busy = queue.get("queue", 0) + queue.get("tasks", 0) > 0
         engines.append({"id": eid, "host": info.host, "pid": info.pid,
                         "state": "busy" if busy else "idle"})
+    adaptive = handle.autoscaler.settings() if handle.autoscaler is not None else None
     return {"running": True, "cluster_id": handle.cluster_id, "local": handle.owned,
-            "engines": engines}
+            "engines": engines, "adaptive": adaptive}
 
 
 def _stop_at_exit() -> None:

@@ -24,7 +24,7 @@ from .run import EngineSnapshot, Run, RunSnapshot
 from .summary_html import summary_html
 
 STATE_COLOURS = {"idle": "#888888", "busy": RUNNING_COLOUR, "dead": FAILED_COLOUR,
-                 "starting": STATUS_COLOURS["timeout"]}
+                 "starting": STATUS_COLOURS["timeout"], "retiring": "#bcbd22", "left": "#bbbbbb"}
 STYLE = """<style>
 .ppnb {font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; line-height: 1.4}
 .ppnb table {border-collapse: collapse; margin: 2px 0 6px 0}
@@ -162,7 +162,7 @@ class _LocalProcesses:
 
     def stats(self, engines: tuple) -> dict[int, tuple[float, int]]:
         """Per engine id: (CPU percent since the last call, resident memory in bytes)."""
-        live = {e.pid: e.id for e in engines if e.pid and e.host == HOST and e.state != "dead"}
+        live = {e.pid: e.id for e in engines if e.pid and e.host == HOST and e.state not in ("dead", "left")}
         for pid in set(self._processes) - set(live):
             del self._processes[pid]
         result = {}

@@ -185,11 +185,19 @@ def _memory_cap(limit: int | None) -> Iterator[None]:
 
 
 def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any]:
+    """The run's function and validator; a payload that failed to load fails every batch
+    of the run the same way."""
     if payload is not None:
-        _payloads[run_key] = pickle.loads(payload)
+        try:
+            _payloads[run_key] = pickle.loads(payload)
+        except BaseException as exc:
+            _payloads[run_key] = exc
         while len(_payloads) > _PAYLOADS_KEPT:
             _payloads.popitem(last=False)
-    return _payloads[run_key]
+    loaded = _payloads[run_key]
+    if isinstance(loaded, BaseException):
+        raise loaded
+    return loaded
 
 
 def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,

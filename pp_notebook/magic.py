@@ -53,7 +53,7 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def _batch(text: str) -> int | str:
+def _count_or_auto(text: str) -> int | str:
     return "auto" if text == "auto" else _count(text)
 
 
@@ -72,7 +72,7 @@ class ParallelMagics(Magics):
               help="seconds one item may run; slower items end with status `timeout`")
     @argument("--retries", type=_attempts, default=0, metavar="N",
               help="extra attempts for an item that failed, timed out or lost its engine")
-    @argument("--batch", type=_batch, default="auto", metavar="N|auto",
+    @argument("--batch", type=_count_or_auto, default="auto", metavar="N|auto",
               help="items per message to an engine (auto: sized from measured run times)")
     @argument("--validate", metavar="NAME",
               help="a function (returning a reason when a result is wrong) or a "
@@ -194,9 +194,15 @@ class ParallelMagics(Magics):
 
     @magic_arguments()
     @argument("command", choices=["start", "stop", "status", "connect", "scale"],
-              help="start [N]: a local cluster (or scale the running one); stop; status; "
-                   "connect: a cluster started elsewhere; scale N")
-    @argument("engines", nargs="?", type=_count, help="start, scale: the number of engines")
+              help="start [N|auto]: a local cluster (or scale the running one); stop; status; "
+                   "connect: a cluster started elsewhere; scale N|auto")
+    @argument("engines", nargs="?", type=_count_or_auto,
+              help="start, scale: the number of engines, or auto to follow the work")
+    @argument("--min", type=_count, default=1, metavar="N",
+              help="auto: engines kept when idle (default 1)")
+    @argument("--max", type=_count, metavar="N", help="auto: most engines (default: CPU count)")
+    @argument("--idle", type=_seconds, default=30.0, metavar="S",
+              help="auto: seconds an engine may stay idle before it leaves (default 30)")
     @argument("--profile", default="default", help="connect: the cluster's IPython profile")
     @argument("--cluster-id", default="", help="connect: the cluster's id")
     @argument("--file", dest="connection_file", metavar="F",
@@ -208,7 +214,12 @@ class ParallelMagics(Magics):
         if args.engines is not None and args.command not in ("start", "scale"):
             raise UsageError(f"`%pp {args.command}` takes no number of engines")
         if args.command == "scale" and args.engines is None:
-            raise UsageError("`%pp scale N` needs the number of engines, e.g. `%pp scale 4`")
+            raise UsageError("`%pp scale N` needs the number of engines, e.g. `%pp scale 4`, "
+                             "or auto")
+        adaptive = dict(min_engines=args.min, max_engines=args.max, idle_timeout=args.idle)
+        if args.engines != "auto" and (args.min != 1 or args.max or args.idle != 30.0):
+            raise UsageError("--min, --max and --idle go with `auto`, e.g. "
+                             "`%pp start auto --max 8`")
         connecting = args.connection_file or args.cluster_id or args.profile != "default"
         if connecting and args.command != "connect":
             raise UsageError("--profile, --cluster-id and --file go with `%pp connect`")
@@ -219,11 +230,11 @@ class ParallelMagics(Magics):
                 print(_stop_text(before))
                 return
             state = {
-                "start": lambda: cluster.start(args.engines),
+                "start": lambda: cluster.start(args.engines, **adaptive),
                 "status": cluster.status,
                 "connect": lambda: cluster.connect(args.cluster_id, args.profile,
                                                    connection_file=args.connection_file),
-                "scale": lambda: cluster.scale(args.engines),
+                "scale": lambda: cluster.scale(args.engines, **adaptive),
             }[args.command]()
         except (cluster.ClusterError, ValueError) as exc:
             raise UsageError(str(exc)) from None
@@ -260,7 +271,10 @@ def cluster_status_text(state: dict) -> str:
     engines = state["engines"]
     kind = "local" if state["local"] else "connected"
     plural = "s" if len(engines) != 1 else ""
-    lines = [f"cluster {state['cluster_id']} ({kind}): {len(engines)} engine{plural}"]
+    adaptive = state.get("adaptive")
+    follows = (f", adaptive {adaptive['min_engines']}–{adaptive['max_engines']}"
+               if adaptive else "")
+    lines = [f"cluster {state['cluster_id']} ({kind}{follows}): {len(engines)} engine{plural}"]
     lines += [f"  engine {e['id']}: {e['state']}, pid {e['pid']} on {e['host']}" for e in engines]
     return "\n".join(lines)
 

@@ -66,7 +66,7 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
 
     def flush_rows() -> None:
         if owners:
-            pieces.append(_with_metadata(pd.DataFrame.from_records(rows), owners))
+            pieces.append(_with_metadata(pd.DataFrame(rows, index=range(len(rows))), owners))
             rows.clear()
             owners.clear()
 

@@ -240,6 +240,15 @@ class Run:
         return plot_run(self)
 
     @property
+    def queued(self) -> int:
+        """Items not yet sent to any engine."""
+        return len(self._queue)
+
+    @property
+    def cluster(self) -> cluster_module.KernelCluster:
+        return self._cluster
+
+    @property
     def started_at(self) -> float:
         """When the run started, on the client's clock (epoch seconds, like `record.started`)."""
         return self._started_at

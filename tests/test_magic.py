@@ -224,11 +224,17 @@ def test_validate_takes_a_checker_from_the_notebook(ip):
     assert df.loc[2, "error"] == "InvalidResult: 2 is too big"
 
 
-def test_options_reach_the_run(ip):
+def test_options_reach_the_run(ip, tmp_path):
     parallel(ip, "x in range(4) -n 2 --retries 1 --batch 2 --timeout 9 --quiet", "x")
     run = pp.last_run()
     assert (run.options.retries, run.options.batch, run.options.timeout) == (1, 2, 9.0)
     assert len(pp.status()["engines"]) == 2
+    define(ip, "def name(x):\n    return str(x)")
+    parallel(ip, f"x in range(4) --checkpoint {tmp_path / 'c.ckpt'} --key name --speculate "
+                 "--concurrency 3 --memory-limit 1.5GB --quiet", "x")
+    options = pp.last_run().options
+    assert (options.speculate, options.concurrency, options.memory_limit) == (True, 3, 1.5e9)
+    assert options.checkpoint == str(tmp_path / "c.ckpt") and options.key(7) == "7"
 
 
 def test_background_returns_the_run_at_once(ip):
@@ -273,6 +279,9 @@ def test_the_stop_button_keeps_finished_results_and_says_so(ip, capsys):
     ("x in range(3) -o 1bad", "x", "-o needs a Python name"),
     ("x in range(3) --validate no_such_check", "x", "no_such_check"),
     ("x in range(3) --background --raise", "x", "--raise cannot go with --background"),
+    ("x in range(3) --memory-limit lots", "x", "memory_limit must be a size"),
+    ("x in range(3) --concurrency 0", "x", "--concurrency"),
+    ("x in range(3) --checkpoint c.ckpt --key log_file", "x", "key must be a function"),
 ])
 def test_bad_input_is_a_usage_error_naming_the_culprit_and_nothing_runs(
         ip, tmp_path, line, body, culprit):
@@ -322,6 +331,8 @@ def test_pp_status_lists_each_engine(ip, capsys):
     ("stop 3", "takes no number"),
     ("status --profile x", "go with `%pp connect`"),
     ("frobnicate", "invalid choice"),
+    ("start 2 --max 3", "go with `auto`"),
+    ("scale some", "expected a whole number"),
 ])
 def test_pp_refuses_bad_commands(ip, line, message):
     with pytest.raises(UsageError, match=message):
@@ -332,5 +343,16 @@ def test_the_help_documents_the_header_and_every_option():
     doc = ParallelMagics.parallel.__doc__
     assert "%%parallel TARGET in ITERABLE [options]" in doc
     for option in ("--out", "--engines", "--timeout", "--retries", "--batch", "--no-widget",
-                   "--quiet", "--validate", "--background", "--raise"):
+                   "--quiet", "--validate", "--background", "--raise", "--checkpoint", "--key",
+                   "--speculate", "--concurrency", "--memory-limit"):
         assert option in doc
+
+
+def test_pp_scale_auto_makes_the_cluster_follow_the_work_and_a_number_fixes_it(ip, capsys):
+    try:
+        ip.run_line_magic("pp", "scale auto --max 2 --idle 60")
+        assert "(local, adaptive 1–2)" in capsys.readouterr().out
+        assert pp.status()["adaptive"]["idle_timeout"] == 60.0
+    finally:
+        ip.run_line_magic("pp", "scale 2")
+    assert pp.status()["adaptive"] is None and "(local): 2 engines" in capsys.readouterr().out
