@@ -66,7 +66,9 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
 
     def flush_rows() -> None:
         if owners:
-            pieces.append(_with_metadata(pd.DataFrame(rows, index=range(len(rows))), owners))
+            keys = dict.fromkeys(key for row in rows for key in row)  # in first-seen order
+            pieces.append(_with_metadata({key: [row.get(key) for row in rows] for key in keys},
+                                         owners))
             rows.clear()
             owners.clear()
 
@@ -109,10 +111,14 @@ _ERROR_ATTRS = {name: name for name in ("task", "item", "status", "error_type", 
                                          "engine", "attempts", "traceback", "output")}
 
 
-def _with_metadata(values: pd.DataFrame, owners: list[TaskRecord]) -> pd.DataFrame:
+def _with_metadata(values: dict | pd.DataFrame, owners: list[TaskRecord]) -> pd.DataFrame:
+    """The metadata columns of `owners`, then the value columns (a dict of lists, or a frame
+    whose rows all belong to one record)."""
     metadata = _columns(owners, _METADATA_ATTRS)
-    clashing = set(metadata) & set(values.columns)
+    clashing = set(metadata) & set(values.keys())
     named = {(f"pp_{k}" if k in clashing else k): v for k, v in metadata.items()}
+    if isinstance(values, dict):
+        return pd.DataFrame(named | values, index=range(len(owners)))
     frame = pd.DataFrame(named, index=values.index)
     return pd.concat([frame, values], axis=1) if len(values.columns) else frame
 

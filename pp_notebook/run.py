@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint
 from .engine import Outcome, forget, run_batch
 from .options import RunOptions
 from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
-from .shipping import unpicklable
+from .shipping import ItemPickler, unpicklable
 from .tracebacks import SourceMap
 
 TARGET_BATCH_S = 0.2
@@ -163,6 +163,7 @@ class Run:
             self._checkpoint.restore(self.records, self._keys)
         self._cluster = cluster if cluster is not None else cluster_module.current()
         self._key = uuid.uuid4().hex
+        self._pickler = ItemPickler()
         self._queue: deque[int] = deque(r.task for r in self.records if r.status == "pending")
         self._counts = {"pending": len(self._queue)}
         if len(self._queue) < len(items):
@@ -414,7 +415,8 @@ class Run:
             return concurrency  # one item per thread: the first durations come back at once
         mean = self._timed_total / self._timed_items / concurrency
         size = int(TARGET_BATCH_S / max(mean, 1e-7))
-        size = min(size, MAX_BATCH, 4 * self._timed_items)  # grow as evidence comes in
+        # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
+        size = min(size, MAX_BATCH, max(4 * self._timed_items, int(MIN_BATCH_S / max(mean, 1e-7))))
         engines = max(1, sum(not s.dead for s in self._engines.values()))
         tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
         # Spread the tail over all engines, but not into batches too short to pay their trip.
@@ -433,8 +435,7 @@ class Run:
         pairs = []
         for index in indices:
             try:
-                pairs.append((index, cloudpickle.dumps(self.records[index].item,
-                                                       protocol=pickle.HIGHEST_PROTOCOL)))
+                pairs.append((index, self._pickler.dumps(self.records[index].item)))
             except Exception as exc:  # no retry: it would fail the same way
                 self.records[index].attempts += 1
                 self._finish(self.records[index], "error", retry=False,
@@ -491,14 +492,16 @@ class Run:
                     self._finish(self.records[index], status, error_type=kind, error=message)
             return
         self._release(state, batch)
-        offset = time.time() - max((o.started + o.duration for o in outcomes), default=time.time())
-        if state.clock_offset is None or offset < state.clock_offset:
-            state.clock_offset = offset
+        if outcomes:  # the engine's clock against ours; the smallest gap is the closest
+            *_, started, duration = outcomes[-1]
+            offset = time.time() - (started + duration)
+            if state.clock_offset is None or offset < state.clock_offset:
+                state.clock_offset = offset
         info = self._cluster.engines.get(state.id)
-        seen = set()
+        host, pid = (info.host, info.pid) if info is not None else (None, None)
         for outcome in outcomes:
-            seen.add(outcome.index)
-            self._apply_outcome(state, info, outcome)
+            self._apply_outcome(state, host, pid, outcome)
+        seen = {outcome[0] for outcome in outcomes}  # their items' indices
         for index in reversed(self._uncovered(batch, batch.indices)):
             if index not in seen:  # not started: the batch ran out of budget, or cancel
                 if self._cancelling:
@@ -529,30 +532,33 @@ class Run:
         if state.inflight and state.inflight[0].started is None:
             state.inflight[0].started = time.monotonic()
 
-    def _apply_outcome(self, state: _EngineState, info: Any, outcome: Outcome) -> None:
-        record = self.records[outcome.index]
-        state.busy_s += outcome.duration
+    def _apply_outcome(self, state: _EngineState, host: str | None, pid: int | None,
+                       outcome: Outcome) -> None:
+        """Record one attempt's outcome (this runs once per item: kept lean)."""
+        index, status, value, error_type, error, traceback, output, started, duration = outcome
+        record = self.records[index]
+        state.busy_s += duration
         if record.status != "pending":  # the other copy of a speculated item won
             return
         record.attempts += 1
-        record.engine = state.id
-        if info is not None:
-            record.host, record.pid = info.host, info.pid
-        record.started = outcome.started + (state.clock_offset or 0.0)
-        record.duration_s = outcome.duration
-        record.output = outcome.output
-        self._log_attempt(record, outcome.status)
+        record.engine, record.host, record.pid = state.id, host, pid
+        record.started = started + (state.clock_offset or 0.0)
+        record.duration_s = duration
+        record.output = output
+        self._log_attempt(record, status)
         self._timed_items += 1
-        self._timed_total += outcome.duration
-        if outcome.status == "cancelled" and not self._cancelling:
+        self._timed_total += duration
+        if status == "cancelled" and not self._cancelling:
             record.attempts -= 1  # an interrupt that was not meant for it: run it again
-            self._queue.appendleft(outcome.index)
+            self._queue.appendleft(index)
             return
         state.done += 1
-        state.failed += outcome.status != "ok"
-        self._finish(record, outcome.status, value=outcome.value,
-                     error_type=outcome.error_type, error=outcome.error,
-                     traceback=self._sources.repair(outcome.traceback))
+        if status == "ok":
+            self._finish(record, status, value=value)
+            return
+        state.failed += 1
+        self._finish(record, status, value=value, error_type=error_type, error=error,
+                     traceback=self._sources.repair(traceback))
 
     def _finish(self, record: TaskRecord, status: str, *, value: Any = None,
                 error_type: str | None = None, error: str | None = None,
@@ -700,7 +706,7 @@ def _outcomes_of(future: Any) -> list[Outcome]:
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__, str(exc)) from None
     try:
-        return pickle.loads(raw)
+        return pickle.loads(raw)  # plain tuples in Outcome's field order
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__,
                              f"results could not be read on the client: {exc}") from None
