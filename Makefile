@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: lab test demo bench venv browser clean
+.PHONY: lab test demo bench venv system clean
 
 venv: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml
 lab: venv  ## open JupyterLab on the quickstart notebook
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/quickstart.ipynb
 
-browser:  ## Debian's chromium, which tests/test_browser.py drives through playwright
-	test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+# Debian packages the tests need: chromium (tests/test_browser.py drives it through
+# playwright) and libfaketime (an engine with a skewed clock in tests/test_multihost.py).
+SYSTEM_PACKAGES := chromium libfaketime
 
-test: venv browser  ## the whole suite, on real local clusters
+system:  ## install the Debian packages above when one is missing
+	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(SYSTEM_PACKAGES); }
+
+test: venv system  ## the whole suite, on real local clusters
 	$(PY) -m pytest
 
 demo: venv  ## run the quickstart headless and print its summary

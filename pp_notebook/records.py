@@ -13,6 +13,7 @@ metadata column keeps its name; the metadata column is then prefixed with `pp_`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import pandas as pd
@@ -100,7 +101,7 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
 
 def _columns(records: list[TaskRecord], columns: dict[str, str]) -> dict:
     """{column: values of a TaskRecord attribute}; engine ids as nullable integers."""
-    values = {name: [getattr(r, attr) for r in records] for name, attr in columns.items()}
+    values = {name: list(map(attrgetter(attr), records)) for name, attr in columns.items()}
     if "engine" in values:
         values["engine"] = pd.array(values["engine"], dtype="Int64")
     return values
@@ -153,6 +154,7 @@ class RunSummary:
     engines: int
     per_engine: pd.DataFrame = field(repr=False)
     slowest: pd.DataFrame = field(repr=False)
+    resumed: int = 0  # ok items taken from a checkpoint
 
     @property
     def speedup(self) -> float:
@@ -171,6 +173,8 @@ class RunSummary:
     def line(self) -> str:
         """`1000 tasks · 998 ok · 2 failed · 12.3 s · speedup 1.9×`"""
         parts = [f"{self.tasks} tasks", f"{self.counts.get('ok', 0)} ok"]
+        if self.resumed:
+            parts.append(f"{self.resumed} resumed from the checkpoint")
         if self.failed:
             detail = ", ".join(f"{self.counts[s]} {s}" for s in FAILED if self.counts.get(s))
             parts.append(f"{self.failed} failed ({detail})")
@@ -200,7 +204,7 @@ def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None
     per_engine: dict[int, dict] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
-        if r.engine is None:
+        if r.engine is None or r.resumed:  # never ran, or ran in an earlier run
             continue
         row = per_engine.setdefault(r.engine, {"host": r.host, "tasks": 0, "failed": 0,
                                                "busy_s": 0.0})
@@ -213,13 +217,14 @@ def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None
     table = table.sort_index()
     table["utilisation"] = table["busy_s"] / wall_s if wall_s > 0 else 0.0
     table["failure_rate"] = (table["failed"] / table["tasks"]).where(table["tasks"] > 0, 0.0)
-    timed = [r for r in records if r.duration_s is not None]
+    timed = [r for r in records if r.duration_s is not None and not r.resumed]
     timed.sort(key=lambda r: r.duration_s, reverse=True)
     slow = pd.DataFrame({"task": [r.task for r in timed[:slowest]],
                          "duration_s": [r.duration_s for r in timed[:slowest]],
                          "engine": [r.engine for r in timed[:slowest]],
                          "status": [r.status for r in timed[:slowest]]})
     return RunSummary(tasks=len(records), counts=counts, wall_s=wall_s,
+                      resumed=sum(r.resumed for r in records),
                       task_s=float(table["busy_s"].sum()) if len(table) else 0.0,
                       engines=engines_used if engines_used is not None else len(table),
                       per_engine=table, slowest=slow)

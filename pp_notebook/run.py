@@ -34,6 +34,9 @@ TARGET_BATCH_S = 0.2
 """Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
 a round trip, short enough that the queue's tail spreads over all engines."""
 MIN_BATCH_S = 0.005
+ITEM_OVERHEAD_S = 5e-6
+"""What one item costs beyond its own run time (engine ~3 µs, client ~2 µs, measured): batch
+sizes count it, so that batches of near-instant tasks still spread over the engines."""
 MAX_BATCH = 10_000
 BATCH_BUDGET_S = 1.0
 """An engine starts no new item of a batch after this long; the client requeues the rest."""
@@ -52,6 +55,7 @@ ATTEMPTS_KEPT = 500
 aggregates, so neither the Run nor a view grows with the task count."""
 
 
+_map = map  # the builtin, which this module's public `map` shadows
 _last_run: Run | None = None
 
 
@@ -154,7 +158,7 @@ class Run:
         self._payload = _pickle_payload(fn, options.validate)
         self._sources = SourceMap([fn, options.validate])
         self.fn = fn
-        self.records = [TaskRecord(task=i, item=item) for i, item in enumerate(items)]
+        self.records = list(_map(TaskRecord, range(len(items)), items))
         self._checkpoint: Checkpoint | None = None
         self._keys: list[str] = []
         if options.checkpoint is not None:
@@ -164,7 +168,8 @@ class Run:
         self._cluster = cluster if cluster is not None else cluster_module.current()
         self._key = uuid.uuid4().hex
         self._pickler = ItemPickler()
-        self._queue: deque[int] = deque(r.task for r in self.records if r.status == "pending")
+        self._queue: deque[int] = deque(range(len(items)) if self._checkpoint is None else
+                                        (r.task for r in self.records if r.status == "pending"))
         self._counts = {"pending": len(self._queue)}
         if len(self._queue) < len(items):
             self._counts["ok"] = len(items) - len(self._queue)
@@ -413,14 +418,13 @@ class Run:
         concurrency = self.options.concurrency
         if not self._timed_items:
             return concurrency  # one item per thread: the first durations come back at once
-        mean = self._timed_total / self._timed_items / concurrency
-        size = int(TARGET_BATCH_S / max(mean, 1e-7))
+        mean = (self._timed_total / self._timed_items + ITEM_OVERHEAD_S) / concurrency
+        smallest = int(MIN_BATCH_S / mean)  # shorter batches would not pay for their trip
         # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
-        size = min(size, MAX_BATCH, max(4 * self._timed_items, int(MIN_BATCH_S / max(mean, 1e-7))))
+        size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self._timed_items, smallest))
         engines = max(1, sum(not s.dead for s in self._engines.values()))
         tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
-        # Spread the tail over all engines, but not into batches too short to pay their trip.
-        return max(1, min(size, max(tail, int(MIN_BATCH_S / max(mean, 1e-7)))))
+        return max(1, min(size, max(tail, smallest)))  # spread the tail over all engines
 
     def _take(self, size: int) -> list[int]:
         first = self._queue.popleft()

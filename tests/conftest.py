@@ -2,8 +2,11 @@
 
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 import pp_notebook as pp
 
@@ -61,3 +64,16 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextmanager
+def ipython_shell():
+    """A real IPython shell with the extension loaded (history in memory, not in ~/.ipython)."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "pp_notebook")
+    try:
+        yield shell
+    finally:
+        InteractiveShell.clear_instance()

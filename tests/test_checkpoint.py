@@ -95,6 +95,7 @@ def test_key_names_items_that_do_not_pickle_stably(cluster, tmp_path):
     assert again.wait(60)
     assert list(again.result()["result"]) == [3] * 6
     assert all(r.resumed for r in again.records)
+    assert "6 resumed from the checkpoint" in again.summary().line()
 
 
 def test_failed_items_are_not_saved_and_run_again(cluster, tmp_path):

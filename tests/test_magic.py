@@ -11,23 +11,17 @@ import cloudpickle
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import pp_notebook as pp
 from pp_notebook.cellfunc import CellError, ModuleRef, parse_header
 from pp_notebook.magic import ParallelMagics
+from conftest import ipython_shell
 
 
 @pytest.fixture(scope="module")
 def shell():
-    """A real IPython shell with the extension loaded (history in memory, not in ~/.ipython)."""
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    ip = InteractiveShell.instance(config=config)
-    ip.run_line_magic("load_ext", "pp_notebook")
-    yield ip
-    InteractiveShell.clear_instance()
+    with ipython_shell() as ip:
+        yield ip
 
 
 @pytest.fixture
