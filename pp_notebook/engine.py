@@ -87,6 +87,11 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
     try:
         fn, validate = _load_payload(run_key, payload)
     except BaseException as exc:  # the task function itself cannot be loaded here
+        if isinstance(exc, ModuleNotFoundError):
+            exc = ModuleNotFoundError(
+                f"{exc} on the engine (pid {os.getpid()}), where the task function's module "
+                "is needed: install it there, put its folder on the engines' PYTHONPATH, or "
+                "ship it by value with cloudpickle.register_pickle_by_value(module)")
         failed = _failure(0, "error", exc, time.time(), 0.0, "")
         return _dump([failed._replace(index=index) for index, _ in pairs])
     if concurrency > 1:

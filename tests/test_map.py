@@ -218,3 +218,19 @@ def test_results_only_cloudpickle_can_carry_come_back(cluster):
     assert [r.status for r in run.records] == ["ok"] * 3
     point, make = run.records[2].value
     assert point.x == 2 and make() == 14
+
+
+def test_a_function_from_a_module_the_engines_lack_says_how_to_ship_it(cluster, tmp_path,
+                                                                       monkeypatch):
+    (tmp_path / "only_here.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here
+
+    try:
+        run = pp.map(only_here.double, range(3))
+        assert run.wait(60)
+        errors = run.result()["error"]
+        assert all("No module named 'only_here' on the engine" in e and
+                   "register_pickle_by_value" in e for e in errors)
+    finally:
+        del sys.modules["only_here"]
