@@ -70,18 +70,19 @@ class Autoscaler:
         live = handle.live_ids()
         run = last_run()
         active = run is not None and not run.done and run.cluster is handle
-        busy = {e.id for e in run.snapshot().engines if e.state == "busy"} if active else set()
+        states = {e.id: e.state for e in run.snapshot().engines} if active else {}
         now = time.monotonic()
-        for eid in live:
-            if eid in busy:
-                self._idle_since.pop(eid, None)
-            else:
+        for eid in live:  # an engine still starting up is not idle: it has work coming
+            if states.get(eid, "idle") == "idle":
                 self._idle_since.setdefault(eid, now)
+            else:
+                self._idle_since.pop(eid, None)
         if self._growing_from is not None and len(live) <= self._growing_from:
             return  # an engine is still starting: one at a time
         self._growing_from = None
         if len(live) < self.min_engines or (
-                active and run.queued and busy >= set(live) and len(live) < self.max_engines
+                active and run.queued and len(live) < self.max_engines
+                and all(states.get(eid) in ("busy", "starting") for eid in live)
                 and free_cores >= FREE_CPU_TO_GROW):
             self._growing_from = len(live)
             handle.add_engines(1, wait=False)

@@ -7,7 +7,11 @@ import cloudpickle
 import pytest
 
 import pp_notebook as pp
+from pp_notebook.dashboard import Dashboard
 from conftest import ENGINES, wait_until
+
+
+ITEMS = 120  # 12 s of work for one engine: time enough for a second one to start and help
 
 
 def spin(x):
@@ -32,16 +36,20 @@ def test_an_adaptive_cluster_grows_under_load_and_shrinks_back_when_idle(adaptiv
     assert pp.status()["adaptive"] == {"min_engines": 1, "max_engines": ENGINES,
                                        "idle_timeout": 1.0}
     assert wait_until(lambda: len(pp.status()["engines"]) == 1, 30), pp.status()
-    run = pp.map(spin, range(80))
-    counts = set()
+    run = pp.map(spin, range(ITEMS))
+    dashboard = Dashboard(run)
+    counts, shown = set(), set()
     while not run.wait(0.1):
-        counts.add(sum(e.state not in ("dead", "left") for e in run.snapshot().engines))
+        counts.add(sum(e.state in ("idle", "busy") for e in run.snapshot().engines))
+        shown.add(dashboard.engines.value.count("<tr><td>"))  # one row per engine seen
     df = run.result()
     assert run.failure is None, run.failure
     assert (df["status"] == "ok").all(), df[["status", "error"]].value_counts()
-    assert list(df["result"]) == [x * x for x in range(80)]
+    assert list(df["result"]) == [x * x for x in range(ITEMS)]
     assert (df["status"] == "ok").all() and (df["attempts"] == 1).all()
     assert max(counts) == ENGINES and df["engine"].nunique() == ENGINES
+    assert max(shown) >= ENGINES  # the engine that joined got its row while the run went on
+    dashboard.wait()
     assert wait_until(lambda: len(pp.status()["engines"]) == 1, 30), pp.status()
     states = [e.state for e in run.snapshot().engines]
     assert "dead" not in states and {"left", "retiring"} & set(states)  # retired, not lost
