@@ -40,6 +40,11 @@ sizes count it, so that batches of near-instant tasks still spread over the engi
 MAX_BATCH = 10_000
 BATCH_BUDGET_S = 1.0
 """An engine starts no new item of a batch after this long; the client requeues the rest."""
+BUDGET_FACTOR = 2.0
+MIN_BUDGET_S = 0.02
+"""Once durations are known, a batch's budget is BUDGET_FACTOR times its expected run time
+(at least MIN_BUDGET_S, at most BATCH_BUDGET_S): a batch that meets unusually long items hands
+its other items back early, for idle engines to take, as list scheduling would."""
 IN_FLIGHT_PER_ENGINE = 2
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
@@ -373,13 +378,19 @@ class Run:
             self._end_remaining("lost", str(self.failure))
 
     def _dispatch(self) -> None:
-        """Fill each engine up to IN_FLIGHT_PER_ENGINE batches; a suspect item runs alone."""
+        """Fill each engine up to IN_FLIGHT_PER_ENGINE batches; a suspect item runs alone.
+
+        Near the end of the queue an engine gets a batch only when it has none: a batch
+        queued behind a long one would wait while another engine sits idle.
+        """
         sent = True
         while self._queue and sent:
             sent = False
             retiring = self._cluster.retiring
+            engines = sum(not s.dead for s in self._engines.values())
+            depth = IN_FLIGHT_PER_ENGINE if len(self._queue) > engines * self._batch_size() else 1
             ready = [s for s in self._engines.values() if not s.dead
-                     and len(s.inflight) < IN_FLIGHT_PER_ENGINE and s.id not in retiring
+                     and len(s.inflight) < depth and s.id not in retiring
                      and not any(b.solo for b in s.inflight)]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
@@ -412,19 +423,30 @@ class Run:
             if backup is not None:
                 batch.partner, backup.partner = backup, batch
 
+    def _mean_item_s(self) -> float | None:
+        """Measured engine time per item (its share of a thread when items run at once)."""
+        if not self._timed_items:
+            return None
+        return (self._timed_total / self._timed_items + ITEM_OVERHEAD_S) / self.options.concurrency
+
     def _batch_size(self) -> int:
         if self.options.batch != "auto":
             return int(self.options.batch)
-        concurrency = self.options.concurrency
-        if not self._timed_items:
-            return concurrency  # one item per thread: the first durations come back at once
-        mean = (self._timed_total / self._timed_items + ITEM_OVERHEAD_S) / concurrency
+        mean = self._mean_item_s()
+        if mean is None:
+            return self.options.concurrency  # one item per thread: durations come back at once
         smallest = int(MIN_BATCH_S / mean)  # shorter batches would not pay for their trip
         # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
         size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self._timed_items, smallest))
         engines = max(1, sum(not s.dead for s in self._engines.values()))
         tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
         return max(1, min(size, max(tail, smallest)))  # spread the tail over all engines
+
+    def _budget(self, size: int) -> float:
+        mean = self._mean_item_s()
+        if mean is None:
+            return BATCH_BUDGET_S
+        return min(BATCH_BUDGET_S, max(BUDGET_FACTOR * size * mean, MIN_BUDGET_S))
 
     def _take(self, size: int) -> list[int]:
         first = self._queue.popleft()
@@ -456,7 +478,7 @@ class Run:
         state.inflight.append(batch)
         options = self.options
         batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
-                                              options.timeout, BATCH_BUDGET_S,
+                                              options.timeout, self._budget(len(pairs)),
                                               options.concurrency, options.memory_limit)
         batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
         self._msg_ids.update(batch.future.msg_ids)
