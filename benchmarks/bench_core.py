@@ -1,27 +1,23 @@
-"""pp_notebook beside its peers on one machine, 2 workers each: one table, one JSON file.
+"""pp_notebook beside its peers on one machine, 2 workers each: Markdown tables, one JSON file.
 
-What it measures, and why:
-1. Start-up, from nothing to the first result of a trivial task back in the caller:
-   `pp_notebook.start(2)` + a one-item map; ipyparallel's default
-   `ipp.Cluster(n=2).start_and_connect_sync()` + `wait_for_engines` + one apply; and
-   `multiprocessing.Pool(2)` + one apply. This is the wait a notebook user pays first.
-2. Throughput on warm pools (workers started and warmed up before timing):
-   - no-op: many `identity` tasks, so the time is pure per-task overhead (scheduling,
-     serialisation, messaging, building the result);
-   - cpu: tasks that each spin ~10 ms on one core, so the time shows how close a runner gets
-     to the ideal speedup of 2 on 2 workers.
-   Runners: pp_notebook.map (batch="auto", through `run.result()`, the user's path);
-   ipyparallel's LoadBalancedView.map_sync on the very cluster pp_notebook started
-   (chunksize=1, and 100 for the no-op); multiprocessing.Pool.map (default chunksize);
-   joblib.Parallel (loky); concurrent.futures.ProcessPoolExecutor.map (chunksize 1 and two
-   larger ones); and a serial loop in this process, the baseline for speedup.
-   Repeats are interleaved (every runner once, then again) so drift hits all alike; each
-   row gives the median and the minimum.
+What it measures, and why (benchmarks/README.md has the targets and how to read the tables):
+- Start-up, from nothing to the first result of a trivial task back in the caller, for every
+  kind of pool: the wait a notebook user pays first.
+- Six workloads on warm pools (started and warmed up before timing), each chosen to expose
+  one cost: per-task overhead (no-op), parallel efficiency (cpu), load balancing against a
+  known bound (skewed durations), recovery from slow first attempts (stragglers), overlap of
+  waiting tasks (I/O-bound), and the client's memory on a very long run (100,000 tasks).
+Runners (runners.py): pp_notebook.map through `run.result()`, the `%%parallel` magic in a real
+IPython shell, ipyparallel's LoadBalancedView.map_sync on the very cluster pp_notebook started
+(chunksize 1 and the best of a few), multiprocessing.Pool.map, joblib.Parallel (loky),
+dask.distributed (client.map + gather), ProcessPoolExecutor.map (chunksize 1 and the best of a
+few), and for I/O a ThreadPoolExecutor in this process as a reference.
+Repeats are interleaved (every runner once, then again) so drift hits all alike; each row has
+the median and the minimum, tasks/s, speedup over the summed task durations, efficiency, and
+the peak RSS of the runner's worker processes, sampled in a thread during each run.
 
 Every runner imports the task functions by name from `benchmarks/tasks.py` (this folder is
 put on PYTHONPATH before any worker starts), so none pays for pickling code by value.
-multiprocessing uses the platform's default start method; its pools are forked before any
-ipyparallel client thread exists.
 
 Run from the repository root: `python benchmarks/bench_core.py [--quick] [--json PATH]`.
 """
@@ -29,19 +25,21 @@ Run from the repository root: `python benchmarks/bench_core.py [--quick] [--json
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
+import math
 import os
 import platform
+import random
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 # Workers of every kind must import `tasks` by name: set this before any of them starts.
@@ -50,19 +48,26 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import ipyparallel as ipp
-import joblib
 import psutil
+import report
 import tasks
+from report import Row
 
-import pp_notebook
+if TYPE_CHECKING:
+    from runners import Pools, Runner
 
-WORKERS = 2
-PP = "pp_notebook.map"
-SERIAL = "serial (in-process)"
 DEFAULT_JSON = HERE / "results" / "core.json"
-
-Runner = Callable[[Callable, list], list]
+SKEW_SHORT_S, SKEW_LONG_S = 0.005, 0.300
+STRAGGLER_TASK_S, STRAGGLER_SLOW_S, STRAGGLER_SEED = 0.002, 1.5, 0
+IO_TASK_S, IO_CONCURRENCY = 0.100, 64
+SKEW_TARGET, IO_TARGET_S = 1.10, 2.0
+NOOP_VS_JOBLIB, NOOP_VS_IPP, CPU_VS_POOL = 2.0, 50.0, 1.10
+JOBLIB, IPP_CHUNK_1, POOL = ("joblib.Parallel (loky)", "ipyparallel lbview chunksize=1",
+                             "multiprocessing.Pool.map")
+SHRINK_OVER = 4
+WARM_ITEMS = 8
+RSS_INTERVAL_S = 0.02
+MIB = 2 ** 20
 
 
 @dataclass(frozen=True)
@@ -72,352 +77,402 @@ class Config:
     startup_repeats: int
     n_noop: int
     n_cpu: int
+    n_skew: int  # short tasks; SKEW_LONG_S ones go before and after them
+    n_skew_long: int  # at each end
+    n_stragglers: int
+    n_slow: int
+    n_io: int
+    io_budget_s: float  # runners that would take far longer run I/O items for about this long
+    n_many: int
     json_path: Path
 
 
-@dataclass
-class Row:
-    """One runner on one workload: its timings and what follows from them."""
+@dataclass(frozen=True)
+class Workload:
+    """Tasks to map, and what to report of each runner's runs of them."""
 
-    runner: str
-    workload: str
+    name: str
+    title: str
+    fn: Callable
     n: int
-    times_s: list[float]
-    median_s: float = 0.0
-    min_s: float = 0.0
-    tasks_per_s: float | None = None
-    speedup: float | None = None
-    efficiency: float | None = None
-    ratio_to_pp: float | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
+    make_items: Callable[[int], list]  # the first k items, made afresh for each run
+    serial_s: float | None = None  # the summed task durations: the baseline of speedup
+    bound_s: float | None = None  # the greedy list-scheduling makespan on the workers
+    stamped: bool = False  # tasks return (index, finished_at): each run's tail is measured
+    pp_options: tuple[dict, ...] = ({},)  # one pp_notebook.map row per option set
+    peers: bool = True  # False: pp_notebook.map alone
+    threads: bool = False  # add the in-process ThreadPoolExecutor reference
+    run_budget_s: float | None = None  # a slow runner's runs are cut to about this long
+    memory_of: str = "workers"  # "client": sample this process's RSS instead
+    per_task_memory: bool = False  # report RSS growth per task in flight
+    target: str = ""
+    meets: Callable[[Row, dict[str, Row]], bool] | None = None
+    """Whether the target is met, given pp_notebook's best row and all rows by runner."""
 
-    def __post_init__(self) -> None:
-        self.median_s = statistics.median(self.times_s)
-        self.min_s = min(self.times_s)
+    def items_for(self, runner: Runner) -> int:
+        """All items; or, where all of them would take over SHRINK_OVER x `run_budget_s` at the
+        runner's tasks in flight (judged from the task durations), 1/k of them, with k the
+        smallest whole number that brings the run within `run_budget_s`."""
+        if self.run_budget_s is None or not self.serial_s:
+            return self.n
+        nominal = self.serial_s / runner.in_flight
+        if nominal <= SHRINK_OVER * self.run_budget_s:
+            return self.n
+        return math.ceil(self.n / math.ceil(nominal / self.run_budget_s))
 
 
-# -- start-up ----------------------------------------------------------------------------
+# -- the workloads ----------------------------------------------------------------------------
 
-def startup_pp_notebook() -> float:
-    """pp_notebook.start(2) until a one-item map's result is back."""
-    start = time.perf_counter()
+def build_workloads(config: Config, workers: int, markers: Path) -> list[Workload]:
+    return [no_op(config.n_noop), cpu(config.n_cpu),
+            skewed(config.n_skew, config.n_skew_long, workers),
+            stragglers(config.n_stragglers, config.n_slow, markers),
+            io_bound(config.n_io, config.io_budget_s), many(config.n_many)]
+
+
+def spun(durations: list[float]) -> Callable[[int], list]:
+    """Items for tasks.spin: (index, seconds)."""
+    return lambda k: list(enumerate(durations[:k]))
+
+
+def no_op(n: int) -> Workload:
+    return Workload("no-op", f"{n:,} no-op tasks (identity)", tasks.identity, n,
+                    lambda k: list(range(k)),
+                    target=f"≤ {NOOP_VS_JOBLIB:g}× joblib, ≥ {NOOP_VS_IPP:g}× faster than "
+                           "ipyparallel chunksize=1",
+                    meets=lambda best, rows: best.median_s <= NOOP_VS_JOBLIB * rows[JOBLIB].median_s
+                    and rows[IPP_CHUNK_1].median_s >= NOOP_VS_IPP * best.median_s)
+
+
+def cpu(n: int) -> Workload:
+    durations = [tasks.CPU_TASK_S] * n
+    return Workload("cpu", f"{n:,} CPU-bound tasks of {tasks.CPU_TASK_S * 1e3:g} ms", tasks.spin,
+                    n, spun(durations), serial_s=sum(durations),
+                    target=f"≤ {CPU_VS_POOL:.2f}× multiprocessing.Pool",
+                    meets=lambda best, rows: best.median_s <= CPU_VS_POOL * rows[POOL].median_s)
+
+
+def skewed(n_short: int, n_long: int, workers: int) -> Workload:
+    """Short tasks with a few 60x longer ones at the start and at the end of the input."""
+    durations = [SKEW_LONG_S] * n_long + [SKEW_SHORT_S] * n_short + [SKEW_LONG_S] * n_long
+    return Workload(
+        "skewed", f"{n_short:,} CPU tasks of {SKEW_SHORT_S * 1e3:g} ms, {n_long} of "
+        f"{SKEW_LONG_S * 1e3:g} ms before and {n_long} after them",
+        tasks.spin, len(durations), spun(durations), serial_s=sum(durations),
+        bound_s=greedy_makespan(durations, workers),
+        target=f"wall / bound ≤ {SKEW_TARGET:.2f}",
+        meets=lambda best, rows: best.bound_ratio <= SKEW_TARGET)
+
+
+def greedy_makespan(durations: list[float], workers: int) -> float:
+    """List scheduling in input order: each task goes to the worker that frees first."""
+    free = [0.0] * workers
+    for duration in durations:
+        free[free.index(min(free))] += duration
+    return max(free)
+
+
+def stragglers(n: int, n_slow: int, markers: Path) -> Workload:
+    """Short tasks, a few of which (fixed seed) sleep 750x longer on their first attempt only.
+
+    Each run gets a fresh marker folder, so that every run's first attempts are slow.
+    """
+    slow = set(random.Random(STRAGGLER_SEED).sample(range(n), n_slow))
+
+    def make_items(k: int) -> list:
+        folder = tempfile.mkdtemp(dir=markers)
+        return [(i, STRAGGLER_TASK_S, STRAGGLER_SLOW_S,
+                 os.path.join(folder, str(i)) if i in slow else None) for i in range(k)]
+
+    return Workload(
+        "stragglers", f"{n:,} CPU tasks of {STRAGGLER_TASK_S * 1e3:g} ms; first attempts of "
+        f"{n_slow} (at {', '.join(map(str, sorted(slow)))}) also sleep {STRAGGLER_SLOW_S:g} s",
+        tasks.straggle, n, make_items, serial_s=n * STRAGGLER_TASK_S + n_slow * STRAGGLER_SLOW_S,
+        stamped=True, pp_options=({"speculate": False}, {"speculate": True}),
+        target="speculate=True: a shorter tail and total than speculate=False",
+        meets=speculation_helps)
+
+
+def speculation_helps(best: Row, rows: dict[str, Row]) -> bool:
+    """speculate=True beats speculate=False on both the tail and the total (False where
+    either row is missing: map did not take the keyword)."""
+    with_it, without = (rows.get(f"pp_notebook.map speculate={on}") for on in (True, False))
+    return bool(with_it and without and with_it.tail_s < without.tail_s
+                and with_it.median_s < without.median_s)
+
+
+def io_bound(n: int, budget_s: float) -> Workload:
+    return Workload(
+        "I/O", f"{n:,} tasks that sleep {IO_TASK_S * 1e3:g} ms", tasks.nap, n,
+        lambda k: [(i, IO_TASK_S) for i in range(k)], serial_s=n * IO_TASK_S,
+        pp_options=({}, {"concurrency": IO_CONCURRENCY}), threads=True, run_budget_s=budget_s,
+        per_task_memory=True, target=f"under {IO_TARGET_S:g} s",
+        meets=lambda best, rows: best.median_s < IO_TARGET_S)
+
+
+def many(n: int) -> Workload:
+    return Workload("many", f"{n:,} no-op tasks through pp_notebook.map alone", tasks.identity,
+                    n, lambda k: list(range(k)), peers=False, memory_of="client",
+                    target="completes")
+
+
+# -- runners per workload -------------------------------------------------------------------
+
+def runners_for(pools: Pools, workload: Workload) -> list[Runner]:
+    """pp_notebook's rows first (its option sets, or plain map where none is available), then
+    the magic and the peers; ipyparallel and ProcessPoolExecutor at chunksize 1 and their best."""
+    chosen = [r for r in map(pools.pp_map, workload.pp_options) if r is not None]
+    chosen = chosen or [pools.pp_map({})]
+    if not workload.peers:
+        return chosen
+    chosen.append(pools.magic())
+    for family in (pools.ipp, pools.executor_map):
+        chosen += [family(1), best_chunksize(family, workload)]
+    chosen += [pools.pool_map(), pools.loky(), pools.dask_map()]
+    if workload.threads:
+        chosen.append(pools.thread_map())
+    return chosen
+
+
+def best_chunksize(family: Callable[[int], Runner], workload: Workload) -> Runner:
+    """Time one run at each candidate chunksize above 1; the fastest, named with the others."""
+    n = workload.items_for(family(1))
+    big = math.ceil(n / (4 * family(1).workers))  # what multiprocessing.Pool.map would pick
+    candidates = sorted({max(2, big // 8), max(2, big)})
+    times = {size: timed_run(workload, family(size), n).seconds for size in candidates}
+    best = min(times, key=times.get)
+    tried = ", ".join(f"{size}: {seconds:.3f} s" for size, seconds in times.items())
+    print(f"  {workload.name}: {family(best).name} is the fastest of ({tried})", flush=True)
+    runner = family(best)
+    return replace(runner, name=f"{runner.name} (best of {', '.join(map(str, candidates))})")
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+class Sample(NamedTuple):
+    """One timed run."""
+
+    seconds: float
+    peak_rss: int
+    rss_growth: int
+    tail_s: float | None
+
+
+class RssWatch:
+    """The summed RSS of some processes: at the start, and the highest seen since."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = [psutil.Process(pid) for pid in pids]
+        self.peak = 0
+        self.before = self.sample()
+
+    def sample(self) -> int:
+        total = 0
+        for proc in self.procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a worker that ended: it holds no memory
+                pass
+        self.peak = max(self.peak, total)
+        return total
+
+
+@contextmanager
+def watching(pids: list[int]) -> Iterator[RssWatch]:
+    """Sample the processes' RSS every RSS_INTERVAL_S in a thread while the block runs."""
+    watch = RssWatch(pids)
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.wait(RSS_INTERVAL_S):
+            watch.sample()
+
+    thread = threading.Thread(target=follow, name="bench-rss", daemon=True)
+    thread.start()
     try:
-        pp_notebook.start(WORKERS)
-        run = pp_notebook.map(tasks.identity, [0])
-        run.wait()
-        values = run.result()["result"].tolist()
-        elapsed = time.perf_counter() - start
+        yield watch
     finally:
-        stop_and_reap(pp_notebook.stop)
-    check("start-up", PP, values, [0])
-    return elapsed
+        stop.set()
+        thread.join()
+        watch.sample()
 
 
-def startup_ipp_default() -> float:
-    """ipyparallel's default local cluster until one apply's result is back."""
-    start = time.perf_counter()
-    cluster = ipp.Cluster(n=WORKERS)
-    client = None
-    try:
-        client = cluster.start_and_connect_sync()
-        client.wait_for_engines(WORKERS, timeout=120)
-        value = client.load_balanced_view().apply_sync(tasks.identity, 0)
-        elapsed = time.perf_counter() - start
-    finally:
-        if client is not None:
-            client.close()
-        stop_and_reap(cluster.stop_cluster_sync)
-    check("start-up", "ipyparallel default", [value], [0])
-    return elapsed
+def timed_run(workload: Workload, runner: Runner, k: int) -> Sample:
+    """Run the first k items once; check the results; the time, memory and tail."""
+    items = workload.make_items(k)
+    pids = [os.getpid()] if workload.memory_of == "client" else runner.pids()
+    with watching(pids) as rss:
+        start = time.perf_counter()
+        values = runner.map(workload.fn, items)
+        seconds = time.perf_counter() - start
+    runner.settle()
+    check(workload, runner, values, k)
+    return Sample(seconds, rss.peak, rss.peak - rss.before,
+                  tail_s([v[1] for v in values]) if workload.stamped else None)
 
 
-def startup_mp_pool() -> float:
-    """multiprocessing.Pool(2) until one apply's result is back."""
-    start = time.perf_counter()
-    pool = multiprocessing.Pool(WORKERS)
-    try:
-        value = pool.apply(tasks.identity, (0,))
-        elapsed = time.perf_counter() - start
-    finally:
-        pool.close()
-        pool.join()
-    check("start-up", "multiprocessing.Pool", [value], [0])
-    return elapsed
+def check(workload: Workload, runner: Runner, values: list, k: int) -> None:
+    ids = [v[0] for v in values] if workload.stamped else list(values)
+    if ids != list(range(k)):
+        raise AssertionError(f"{runner.name} on {workload.name}: wrong results "
+                             f"(first values {list(values)[:5]!r})")
 
 
-def measure_startup(repeats: int) -> list[Row]:
-    """Each start-up, `repeats` times; the pool first, before any ipyparallel thread runs."""
-    starters = {
-        "multiprocessing.Pool(2)": startup_mp_pool,
-        "ipyparallel default Cluster(n=2)": startup_ipp_default,
-        "pp_notebook.start(2)": startup_pp_notebook,
-    }
+def tail_s(finished: list[float]) -> float:
+    """From the moment 95% of the tasks had finished to the moment all had."""
+    ordered = sorted(finished)
+    return ordered[-1] - ordered[math.ceil(0.95 * len(ordered)) - 1]
+
+
+def measure_workload(workload: Workload, runners: list[Runner], repeats: int) -> list[Row]:
+    """Warm every runner on a few items, then time `repeats` interleaved rounds of all."""
+    for runner in runners:
+        timed_run(workload, runner, min(WARM_ITEMS, workload.n))
+    samples: dict[str, list[Sample]] = {runner.name: [] for runner in runners}
+    for round_ in range(repeats):
+        for runner in runners:
+            samples[runner.name].append(timed_run(workload, runner, workload.items_for(runner)))
+        print(f"  {workload.name}: round {round_ + 1}/{repeats} done", flush=True)
+    return [make_row(workload, runner, samples[runner.name]) for runner in runners]
+
+
+def make_row(workload: Workload, runner: Runner, samples: list[Sample]) -> Row:
+    """A row for the whole workload: times scaled up where the runner ran fewer items."""
+    n = workload.items_for(runner)
+    scale = workload.n / n
+    times = [s.seconds for s in samples]
+    median = statistics.median(times) * scale
+    growth = max(s.rss_growth for s in samples) / MIB
+    tails = [s.tail_s for s in samples if s.tail_s is not None]
+    speedup = workload.serial_s / median if workload.serial_s else None
+    return Row(
+        runner.name, runner.kind, workload.name, n, times, scale=scale, median_s=median,
+        min_s=min(times) * scale, tasks_per_s=workload.n / median, speedup=speedup,
+        efficiency=speedup / runner.workers if speedup is not None else None,
+        memory_of=workload.memory_of, peak_rss_mib=max(s.peak_rss for s in samples) / MIB,
+        rss_growth_mib=growth,
+        kib_per_task=growth * 1024 / runner.in_flight if workload.per_task_memory else None,
+        bound_ratio=median / workload.bound_s if workload.bound_s else None,
+        tail_s=statistics.median(tails) if tails else None)
+
+
+def measure_startup(starters: dict[str, Callable[[], float]], repeats: int) -> list[Row]:
+    """Each start-up `repeats` times, interleaved; each starts and stops its own workers."""
     times: dict[str, list[float]] = {name: [] for name in starters}
     for _ in range(repeats):
         for name, starter in starters.items():
             times[name].append(starter())
             print(f"  start-up {name}: {times[name][-1]:.2f} s", flush=True)
-    return [Row(name, "start-up", 1, ts) for name, ts in times.items()]
+    return [Row(name, "pp" if name.startswith("pp_notebook") else "peer", "start-up", 1, ts,
+                median_s=statistics.median(ts), min_s=min(ts)) for name, ts in times.items()]
 
 
-# -- warm pools and their runners ------------------------------------------------------------
+# -- the headline ---------------------------------------------------------------------------
 
-@dataclass
-class Pools:
-    """Warm workers of every kind, 2 each; closed by the ExitStack that opened them."""
-
-    mp_pool: Any
-    executor: ProcessPoolExecutor
-    parallel: joblib.Parallel
-    lbview: Any = None
-
-
-def open_local_pools(stack: ExitStack) -> Pools:
-    """Start and warm the non-ipyparallel pools (forked before any client thread exists)."""
-    mp_pool = multiprocessing.Pool(WORKERS)
-    stack.callback(close_mp_pool, mp_pool)
-    executor = ProcessPoolExecutor(WORKERS)
-    stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-    stack.callback(shut_down_loky)
-    parallel = stack.enter_context(joblib.Parallel(n_jobs=WORKERS))
-    warm = list(range(4 * WORKERS))
-    mp_pool.map(tasks.identity, warm)
-    list(executor.map(tasks.identity, warm))
-    parallel(joblib.delayed(tasks.identity)(x) for x in warm)
-    return Pools(mp_pool, executor, parallel)
+def headline(rows: list[Row], workloads: list[Workload]) -> list[dict[str, Any]]:
+    """Per workload, start-up first: pp_notebook's best row against the best peer, and the
+    workload's target, met or missed."""
+    by_name = {w.name: w for w in workloads}
+    result = []
+    for name in ["start-up", *by_name]:
+        group = [r for r in rows if r.workload == name]
+        pp = min((r for r in group if r.kind == "pp"), key=lambda r: r.median_s)
+        peer = min((r for r in group if r.kind == "peer"), key=lambda r: r.median_s, default=None)
+        workload = by_name.get(name)
+        target = workload.target if workload else ""
+        if workload and workload.meets:
+            met = workload.meets(pp, {r.runner: r for r in group})
+            target += ": met" if met else ": MISSED"
+        result.append({"workload": name, "pp_runner": pp.runner, "pp_s": pp.median_s,
+                       "peer_runner": peer.runner if peer else None,
+                       "peer_s": peer.median_s if peer else None,
+                       "ratio": pp.median_s / peer.median_s if peer else None,
+                       "target": target})
+    return result
 
 
-def open_pp_cluster(stack: ExitStack, pools: Pools) -> None:
-    """Start pp_notebook's cluster; its client's LoadBalancedView serves the ipyparallel rows."""
-    stack.callback(stop_and_reap, pp_notebook.stop)
-    pp_notebook.start(WORKERS)
-    pools.lbview = pp_notebook.cluster.current().client.load_balanced_view()
+def print_tables(rows: list[Row], workloads: list[Workload], top: list[dict[str, Any]]) -> None:
+    print("\n### Start-up: from nothing to the first result\n")
+    print(report.startup_table([r for r in rows if r.workload == "start-up"]))
+    for number, workload in enumerate(workloads, 1):
+        group = [r for r in rows if r.workload == workload.name]
+        print(f"\n### {number}. {workload.name}: {workload.title}\n")
+        if workload.bound_s:
+            print(f"Greedy list-scheduling bound on the workers: {workload.bound_s:.3f} s\n")
+        if any(r.scale != 1 for r in group):
+            print(f"Rows marked (×k) ran 1/k of the items, about {workload.run_budget_s:g} s a "
+                  f"run (all {workload.n:,} would take them more than "
+                  f"{SHRINK_OVER * workload.run_budget_s:g} s); their times are scaled up k "
+                  "times.\n")
+        print(report.workload_table(group))
+    print("\n### Headline: pp_notebook's best row against the best peer\n")
+    print(report.headline_table(top))
 
 
-def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Call `stop`, then wait until every ipyparallel process this one started has ended.
+# -- main -----------------------------------------------------------------------------------
 
-    An engine's nanny outlives the cluster's stop by a few seconds (about 4 s here), and
-    then no longer counts as our child: wait for it, so that nothing is left running.
-    """
-    procs = [p for p in psutil.Process().children(recursive=True) if is_ipyparallel(p)]
-    try:
-        stop()
-    finally:
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for proc in alive:
-            print(f"WARNING: ipyparallel process {proc.pid} outlived its cluster; ending it")
-            proc.terminate()
-        psutil.wait_procs(alive, timeout=5)
-
-
-def is_ipyparallel(proc: psutil.Process) -> bool:
-    try:
-        return "ipyparallel" in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-
-
-def close_mp_pool(pool: Any) -> None:
-    pool.close()
-    pool.join()
-
-
-def shut_down_loky() -> None:
-    """End joblib's reusable loky workers (they otherwise idle on for 300 s)."""
-    from joblib.externals.loky import reusable_executor
-
-    executor = reusable_executor._executor  # private, but the only handle on the live one
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
-
-
-def run_pp_notebook(fn: Callable, items: list) -> list:
-    run = pp_notebook.map(fn, items)
-    run.wait()
-    return run.result()["result"].tolist()
-
-
-def run_serial(fn: Callable, items: list) -> list:
-    return [fn(x) for x in items]
-
-
-def pool_default_chunksize(n: int) -> int:
-    """What multiprocessing.Pool.map picks: about 4 chunks per worker."""
-    chunks, extra = divmod(n, WORKERS * 4)
-    return chunks + bool(extra)
-
-
-def runners_for(pools: Pools, workload: str, n: int) -> dict[str, Runner]:
-    """Every runner for one workload, pp_notebook first, the serial baseline last."""
-    runners: dict[str, Runner] = {
-        PP: run_pp_notebook,
-        "ipyparallel lbview chunksize=1":
-            lambda fn, items: pools.lbview.map_sync(fn, items, chunksize=1),
-    }
-    if workload == "no-op":
-        runners["ipyparallel lbview chunksize=100"] = \
-            lambda fn, items: pools.lbview.map_sync(fn, items, chunksize=100)
-    runners["multiprocessing.Pool.map"] = lambda fn, items: pools.mp_pool.map(fn, items)
-    runners["joblib.Parallel (loky)"] = \
-        lambda fn, items: pools.parallel(joblib.delayed(fn)(x) for x in items)
-    big = pool_default_chunksize(n)
-    for size in sorted({1, max(1, big // 8), big}):
-        runners[f"ProcessPoolExecutor chunksize={size}"] = \
-            lambda fn, items, size=size: list(pools.executor.map(fn, items, chunksize=size))
-    runners[SERIAL] = run_serial
-    return runners
-
-
-# -- measuring ------------------------------------------------------------------------------
-
-def check(workload: str, runner: str, values: list, expected: list) -> None:
-    if list(values) != list(expected):
-        raise AssertionError(f"{runner} on {workload}: wrong results "
-                             f"(first values {list(values)[:5]!r})")
-
-
-def measure_workload(runners: dict[str, Runner], workload: str, fn: Callable, items: list,
-                     repeats: int) -> list[Row]:
-    """Warm every runner once, then time `repeats` interleaved rounds of all of them."""
-    for name, runner in runners.items():
-        warm = items[: 4 * WORKERS]
-        check(workload, name, runner(fn, warm), warm)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for round_ in range(repeats):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            values = runner(fn, items)
-            times[name].append(time.perf_counter() - start)
-            check(workload, name, values, items)
-        print(f"  {workload}: round {round_ + 1}/{repeats} done", flush=True)
-    return [Row(name, workload, len(items), ts) for name, ts in times.items()]
-
-
-def derive(rows: list[Row]) -> None:
-    """Fill tasks/s, speedup and efficiency (cpu only) and the ratio to pp_notebook."""
-    by_workload: dict[str, dict[str, Row]] = {}
-    for row in rows:
-        by_workload.setdefault(row.workload, {})[row.runner] = row
-    for workload, group in by_workload.items():
-        pp = next((r for name, r in group.items() if name.startswith("pp_notebook")), None)
-        serial = group.get(SERIAL)
-        for row in group.values():
-            if workload != "start-up":
-                row.tasks_per_s = row.n / row.median_s
-            if workload == "cpu" and serial is not None:
-                row.speedup = serial.median_s / row.median_s
-                row.efficiency = row.speedup / WORKERS
-            if pp is not None:
-                row.ratio_to_pp = row.median_s / pp.median_s
-
-
-# -- output ---------------------------------------------------------------------------------
-
-COLUMNS = [("runner", 34, "{}"), ("workload", 9, "{}"), ("n", 5, "{}"),
-           ("median s", 9, "{:.3f}"), ("min s", 9, "{:.3f}"), ("tasks/s", 9, "{:,.0f}"),
-           ("speedup", 8, "{:.2f}"), ("eff.", 6, "{:.0%}"), ("vs pp", 6, "{:.2f}")]
-
-
-def table(rows: list[Row]) -> str:
-    """A fixed-width table; `vs pp` is this row's median time over pp_notebook's."""
-    def cells(row: Row) -> list[Any]:
-        return [row.runner, row.workload, row.n, row.median_s, row.min_s, row.tasks_per_s,
-                row.speedup, row.efficiency, row.ratio_to_pp]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w)
-                         for i, (v, (_, w, _)) in enumerate(zip(values, COLUMNS)))
-
-    out = [line([name for name, _, _ in COLUMNS]),
-           "  ".join("-" * w for _, w, _ in COLUMNS)]
-    previous = None
-    for row in rows:
-        if previous is not None and row.workload != previous:
-            out.append("")
-        previous = row.workload
-        out.append(line(["n/a" if v is None else fmt.format(v)
-                         for v, (_, _, fmt) in zip(cells(row), COLUMNS)]))
-    return "\n".join(out)
-
-
-def environment() -> dict[str, Any]:
+def environment(workers: int) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "workers": WORKERS,
-        "mp_start_method": multiprocessing.get_start_method(),
-        "versions": {"pp_notebook": pp_notebook.__version__, "ipyparallel": ipp.__version__,
-                     "joblib": joblib.__version__},
-        "cpu_task_s": tasks.CPU_TASK_S,
+        "workers": workers,
+        "versions": {name: version(name) for name in
+                     ("pp_notebook", "ipyparallel", "joblib", "dask", "distributed", "ipython")},
         "load_average": os.getloadavg(),  # other work on the machine skews every row
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def write_json(path: Path, config: Config, env: dict[str, Any], rows: list[Row]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
-    document = {"environment": env, "load_average_at_end": os.getloadavg(), "config": settings,
-                "rows": [asdict(row) for row in rows]}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-
-
-def leftover_children() -> list[str]:
-    """Processes this benchmark started that are still alive (there should be none).
-
-    The resource trackers of multiprocessing and loky are left out: they end with this process.
-    """
-    left = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            command = " ".join(child.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if "resource_tracker" not in command:
-            left.append(f"{child.pid} {command[:120]}")
-    return left
-
-
-# -- main -----------------------------------------------------------------------------------
-
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="1 repeat and fewer items: a smoke test in well under a minute")
+                        help="1 repeat and fewer items: a smoke test of every row")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help=f"where to write the results (default {DEFAULT_JSON})")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per workload (default 5, or 1 with --quick)")
+                        help="timed rounds per workload (default 3, or 1 with --quick)")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 5)
-    return Config(quick=args.quick, repeats=repeats, startup_repeats=1 if args.quick else 2,
-                  n_noop=500 if args.quick else 5000, n_cpu=40 if args.quick else 200,
-                  json_path=args.json)
+    if args.quick:
+        sizes = {"n_noop": 500, "n_cpu": 40, "n_skew": 100, "n_skew_long": 2,
+                 "n_stragglers": 400, "n_slow": 2, "n_io": 200, "io_budget_s": 0.5,
+                 "n_many": 10_000}
+    else:
+        sizes = {"n_noop": 5_000, "n_cpu": 200, "n_skew": 400, "n_skew_long": 3,
+                 "n_stragglers": 1_000, "n_slow": 5, "n_io": 1_000, "io_budget_s": 1.0,
+                 "n_many": 100_000}
+    return Config(quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
+                  startup_repeats=1 if args.quick else 2, json_path=args.json, **sizes)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    env = environment()
-    print(f"Python {env['python']}, {env['cpu_count']} cores, {WORKERS} workers, "
-          f"multiprocessing start method {env['mp_start_method']!r}, "
+    # Imported here, not at the top: dask's and loky's workers start by re-running this file
+    # (multiprocessing's spawn), and should not pay for importing pandas, ipyparallel and dask.
+    import runners
+
+    env = environment(runners.WORKERS)
+    print(f"Python {env['python']}, {env['cpu_count']} cores, {runners.WORKERS} workers, "
           f"versions {env['versions']}, load average {env['load_average'][0]:.2f}", flush=True)
-    rows = measure_startup(config.startup_repeats)
-    workloads = {"no-op": (tasks.identity, list(range(config.n_noop))),
-                 "cpu": (tasks.busy, list(range(config.n_cpu)))}
+    rows = measure_startup(runners.STARTERS, config.startup_repeats)
     with ExitStack() as stack:
-        pools = open_local_pools(stack)
-        open_pp_cluster(stack, pools)
-        for workload, (fn, items) in workloads.items():
-            runners = runners_for(pools, workload, len(items))
-            rows += measure_workload(runners, workload, fn, items, config.repeats)
-    derive(rows)
-    print()
-    print(table(rows))
-    write_json(config.json_path, config, env, rows)
+        markers = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pp-bench-")))
+        workloads = build_workloads(config, runners.WORKERS, markers)
+        pools = runners.open_pools(stack, IO_CONCURRENCY)
+        # The client's memory first: memory that earlier workloads freed stays in this
+        # process's RSS, and a run that reuses it would show no growth.
+        for workload in sorted(workloads, key=lambda w: w.memory_of != "client"):
+            print(f"{workload.name}: {workload.title}", flush=True)
+            rows += measure_workload(workload, runners_for(pools, workload), config.repeats)
+    top = headline(rows, workloads)
+    print_tables(rows, workloads, top)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    described = [{"name": w.name, "title": w.title, "n": w.n, "serial_s": w.serial_s,
+                  "bound_s": w.bound_s, "target": w.target} for w in workloads]
+    report.write_json(config.json_path, {"environment": env, "config": settings,
+                                         "workloads": described, "headline": top}, rows)
     print(f"\nwrote {config.json_path}")
-    left = leftover_children()
+    left = runners.leftover_children()
     if left:
         print("WARNING: child processes still running:\n  " + "\n  ".join(left))
         return 1

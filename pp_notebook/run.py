@@ -435,7 +435,8 @@ class Run:
         mean = self._mean_item_s()
         if mean is None:
             return self.options.concurrency  # one item per thread: durations come back at once
-        smallest = int(MIN_BATCH_S / mean)  # shorter batches would not pay for their trip
+        # Shorter batches would not pay for their trip, nor fill an engine's threads.
+        smallest = max(int(MIN_BATCH_S / mean), self.options.concurrency)
         # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
         size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self._timed_items, smallest))
         engines = max(1, sum(not s.dead for s in self._engines.values()))
