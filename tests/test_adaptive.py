@@ -37,7 +37,7 @@ def test_an_adaptive_cluster_grows_under_load_and_shrinks_back_when_idle(adaptiv
                                        "idle_timeout": 1.0}
     assert wait_until(lambda: len(pp.status()["engines"]) == 1, 30), pp.status()
     run = pp.map(spin, range(ITEMS))
-    dashboard = Dashboard(run)
+    dashboard = Dashboard(run).start()
     counts, shown = set(), set()
     while not run.wait(0.1):
         counts.add(sum(e.state in ("idle", "busy") for e in run.snapshot().engines))
@@ -49,7 +49,7 @@ def test_an_adaptive_cluster_grows_under_load_and_shrinks_back_when_idle(adaptiv
     assert (df["status"] == "ok").all() and (df["attempts"] == 1).all()
     assert max(counts) == ENGINES and df["engine"].nunique() == ENGINES
     assert max(shown) >= ENGINES  # the engine that joined got its row while the run went on
-    dashboard.wait()
+    dashboard.stop()
     assert wait_until(lambda: len(pp.status()["engines"]) == 1, 30), pp.status()
     states = [e.state for e in run.snapshot().engines]
     assert "dead" not in states and {"left", "retiring"} & set(states)  # retired, not lost
