@@ -8,6 +8,7 @@ killed), the watcher ends those processes and their children, then exits.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -42,14 +43,32 @@ class Reaper:
 
 
 def _reap(watched: list[tuple[int, float]]) -> None:
-    processes = []
-    for pid, created in watched:
+    """End each watched process, its children, and the rest of its process group: a child
+    whose parent was killed first has been re-parented, but stays in the group."""
+    roots = dict(watched)
+    reused = set()  # a root pid that now names another process: leave that one alone
+    for root, created in roots.items():
         try:
-            process = psutil.Process(pid)
-            if abs(process.create_time() - created) < 0.01:  # the same process, not a reused pid
-                processes += [process, *process.children(recursive=True)]
+            if abs(psutil.Process(root).create_time() - created) >= 0.01:
+                reused.add(root)
         except psutil.Error:
+            pass
+    processes = []
+    for process in psutil.process_iter(["create_time"]):
+        try:
+            group = os.getpgid(process.pid)
+        except OSError:
             continue
+        root = process.pid if process.pid in roots else group
+        if root in roots and root not in reused \
+                and process.info["create_time"] >= roots[root] - 0.01:
+            processes.append(process)
+    for process in list(processes):
+        try:
+            processes += process.children(recursive=True)
+        except psutil.Error:
+            pass
+    processes = list({p.pid: p for p in processes if p.pid != os.getpid()}.values())
     for process in processes:
         try:
             process.terminate()

@@ -99,6 +99,8 @@ class _EngineState:
     clock_offset: float | None = None  # client clock minus engine clock
     dead: bool = False
     left: bool = False  # stopped on purpose (scale down, adaptive): not a failure
+    host: str | None = None  # kept once known: a dead engine's facts leave the cluster's list
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -277,17 +279,19 @@ class Run:
         engines = []
         for state in list(self._engines.values()):
             info = infos.get(state.id)
+            if info is not None and info.pid is not None:
+                state.host, state.pid = info.host, info.pid
             running = state.inflight[0] if state.inflight else None
             if state.dead:
                 label = "left" if state.left else "dead"
             elif state.id in retiring:
                 label = "retiring"
-            elif info is None or info.pid is None:
+            elif state.pid is None:
                 label = "starting"
             else:
                 label = "busy" if running is not None else "idle"
             engines.append(EngineSnapshot(
-                id=state.id, host=info.host if info else None, pid=info.pid if info else None,
+                id=state.id, host=state.host, pid=state.pid,
                 state=label, done=state.done, failed=state.failed, busy_s=state.busy_s,
                 running_task=running.indices[0] if running is not None else None,
                 running_for_s=(now - running.started) if running is not None
