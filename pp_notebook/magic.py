@@ -23,7 +23,7 @@ from .cellfunc import CellError, compile_cell, evaluate_iterable, parse_header
 from .progress import progress, widgets_available
 from .records import FAILED
 from .report import TRACEBACKS_HINT, FailureReport
-from .options import RunOptions
+from .options import MAX_TIMEOUT_S, RunOptions
 from .run import Run, RunSnapshot
 
 
@@ -48,8 +48,9 @@ def _seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds (at most "
+                                         f"{MAX_TIMEOUT_S:g}), got {text!r}")
     return seconds
 
 
@@ -210,7 +211,10 @@ class ParallelMagics(Magics):
     @line_magic
     def pp(self, line: str) -> None:
         """Manage the kernel's cluster: `%pp start [N]`, `stop`, `status`, `connect`, `scale N`."""
-        args = parse_argstring(self.pp, line)
+        try:
+            args = parse_argstring(self.pp, line)
+        except ValueError as exc:  # shlex: an unbalanced quote
+            raise UsageError(f"{exc} in `%pp {line}`") from None
         if args.engines is not None and args.command not in ("start", "scale"):
             raise UsageError(f"`%pp {args.command}` takes no number of engines")
         if args.command == "scale" and args.engines is None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+MAX_TIMEOUT_S = 1e9
+"""About 30 years: the most an engine's interval timer can hold, with room to spare."""
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -21,11 +23,12 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None or float(match.group(1)) <= 0:
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower().rstrip("b")]) \
+        if match else 0
+    if size < 1:
         raise ValueError(f"memory_limit must be a size such as 500MB, 2GB or a number of bytes, "
                          f"not {value!r}")
-    unit = (match.group(2) or "").lower().rstrip("b")
-    return int(float(match.group(1)) * _UNITS[unit])
+    return size
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,10 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         timeout, retries, batch = self.timeout, self.retries, self.batch
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds or None, "
-                             f"not {timeout!r}")
+        if timeout is not None and not (isinstance(timeout, (int, float))
+                                        and 0 < timeout <= MAX_TIMEOUT_S):
+            raise ValueError(f"timeout must be a positive number of seconds (at most "
+                             f"{MAX_TIMEOUT_S:g}) or None, not {timeout!r}")
         if not (isinstance(retries, int) and retries >= 0):
             raise ValueError(f"retries must be an integer >= 0, not {retries!r}")
         if batch != "auto" and not (isinstance(batch, int) and batch >= 1):

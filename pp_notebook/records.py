@@ -61,15 +61,14 @@ def error_text(error_type: str | None, error: str | None) -> str | None:
 
 def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.DataFrame:
     """One DataFrame of every record's result and metadata, in input order."""
-    pieces: list[pd.DataFrame] = []
+    parts: list[tuple[dict | pd.DataFrame, list[TaskRecord]]] = []  # values and their records
     rows: list[dict] = []
     owners: list[TaskRecord] = []
 
     def flush_rows() -> None:
         if owners:
             keys = dict.fromkeys(key for row in rows for key in row)  # in first-seen order
-            pieces.append(_with_metadata({key: [row.get(key) for row in rows] for key in keys},
-                                         owners))
+            parts.append(({key: [row.get(key) for row in rows] for key in keys}, owners[:]))
             rows.clear()
             owners.clear()
 
@@ -78,7 +77,7 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
         if isinstance(value, pd.DataFrame):
             flush_rows()
             frame = value.reset_index(drop=True)
-            pieces.append(_with_metadata(frame, [record] * len(frame)))
+            parts.append((frame, [record] * len(frame)))
             continue
         if record.status != "ok":
             rows.append({})
@@ -90,6 +89,9 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
             rows.append({"result": value})
         owners.append(record)
     flush_rows()
+    # One rule for every part: a metadata name any result uses is prefixed everywhere.
+    clashing = set(METADATA_COLUMNS) & {key for values, _ in parts for key in values.keys()}
+    pieces = [_with_metadata(values, owners, clashing) for values, owners in parts]
     if not pieces:
         frame = pd.DataFrame({name: [] for name in METADATA_COLUMNS})
     elif len(pieces) == 1:
@@ -112,11 +114,11 @@ _ERROR_ATTRS = {name: name for name in ("task", "item", "status", "error_type", 
                                          "engine", "attempts", "traceback", "output")}
 
 
-def _with_metadata(values: dict | pd.DataFrame, owners: list[TaskRecord]) -> pd.DataFrame:
-    """The metadata columns of `owners`, then the value columns (a dict of lists, or a frame
-    whose rows all belong to one record)."""
+def _with_metadata(values: dict | pd.DataFrame, owners: list[TaskRecord],
+                   clashing: set[str]) -> pd.DataFrame:
+    """The metadata columns of `owners` (`pp_`-prefixed where in `clashing`), then the value
+    columns (a dict of lists, or a frame whose rows all belong to one record)."""
     metadata = _columns(owners, _METADATA_ATTRS)
-    clashing = set(metadata) & set(values.keys())
     named = {(f"pp_{k}" if k in clashing else k): v for k, v in metadata.items()}
     if isinstance(values, dict):
         return pd.DataFrame(named | values, index=range(len(owners)))
