@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 import pp_notebook as pp
 from pp_notebook.cellfunc import CellError, ModuleRef, parse_header
 from pp_notebook.magic import ParallelMagics
-from conftest import ipython_shell
+from conftest import ipython_shell, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +313,8 @@ def test_the_cell_is_checked_before_its_iterable_is_consumed(ip):
 # -- %pp and the help ---------------------------------------------------------------------
 
 def test_pp_status_lists_each_engine(ip, capsys):
+    # the controller learns of finished tasks a moment after the client: wait for it to agree
+    assert wait_until(lambda: all(e["state"] == "idle" for e in pp.status()["engines"]), 10)
     ip.run_line_magic("pp", "status")
     out = capsys.readouterr().out
     assert "(local): 2 engines" in out
