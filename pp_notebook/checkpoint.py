@@ -22,6 +22,7 @@ import cloudpickle
 
 from .records import TaskRecord
 
+MAGIC = b"pp_notebook checkpoint 1\n"  # the file's first bytes: never append to another file
 _HEADER = struct.Struct("<II")  # payload length, CRC32 of the payload
 _FIELDS = ("value", "output", "engine", "host", "pid", "started", "duration_s", "attempts")
 
@@ -32,11 +33,17 @@ class Checkpoint:
     def __init__(self, path: str | os.PathLike, key: Callable[[Any], Any] | None = None) -> None:
         self.path = Path(path)
         self._key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, dict] = {}
-        valid_end = self._read()
-        self._file = open(self.path, "ab")
-        if self._file.tell() != valid_end:  # a torn frame from a crash: drop it
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            valid_end = self._read()
+            self._file = open(self.path, "ab")
+        except OSError as exc:
+            raise ValueError(f"cannot use {self.path} as a checkpoint: {exc.strerror or exc}") \
+                from None
+        if valid_end == 0:
+            self._file.write(MAGIC)
+        elif self._file.tell() != valid_end:  # a torn frame from a crash: drop it
             self._file.truncate(valid_end)
             self._file.seek(valid_end)
         self._frames: list[bytes] = []
@@ -47,7 +54,12 @@ class Checkpoint:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return 0
-        offset = 0
+        if not data:
+            return 0
+        if not data.startswith(MAGIC):
+            raise ValueError(f"{self.path} exists and is not a pp_notebook checkpoint: choose "
+                             "another path (it is left as it is)")
+        offset = len(MAGIC)
         while offset + _HEADER.size <= len(data):
             length, crc = _HEADER.unpack_from(data, offset)
             payload = data[offset + _HEADER.size: offset + _HEADER.size + length]

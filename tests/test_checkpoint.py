@@ -120,3 +120,13 @@ def test_failed_items_are_not_saved_and_run_again(cluster, tmp_path):
 def test_bad_checkpoint_options_are_refused(cluster, bad, message):
     with pytest.raises((TypeError, ValueError), match=message):
         pp.map(lambda x: x, range(3), **bad)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_and_left_alone(cluster, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes\n")
+    with pytest.raises(ValueError, match="not a pp_notebook checkpoint"):
+        pp.map(lambda x: x, range(3), checkpoint=notes)
+    assert notes.read_text() == "my precious notes\n"
+    with pytest.raises(ValueError, match="cannot use .* as a checkpoint"):
+        pp.map(lambda x: x, range(3), checkpoint=tmp_path)  # a folder
