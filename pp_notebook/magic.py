@@ -55,7 +55,11 @@ def _seconds(text: str) -> float:
 
 
 def _count_or_auto(text: str) -> int | str:
-    return "auto" if text == "auto" else _count(text)
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}")
+    return int(text)
 
 
 @magics_class

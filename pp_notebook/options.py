@@ -26,8 +26,8 @@ def parse_size(value: int | str) -> int:
     size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower().rstrip("b")]) \
         if match else 0
     if size < 1:
-        raise ValueError(f"memory_limit must be a size such as 500MB, 2GB or a number of bytes, "
-                         f"not {value!r}")
+        raise ValueError(f"memory_limit must be a size of at least 1 byte, such as 500MB, 2GB "
+                         f"or a number of bytes, not {value!r}")
     return size
 
 
@@ -60,6 +60,8 @@ class RunOptions:
             raise TypeError("validate must be a callable (returning a reason string when a "
                             "result is wrong) or a {column: dtype} dict, not "
                             f"{type(validate).__name__}")
+        if not isinstance(self.speculate, bool):
+            raise TypeError(f"speculate must be True or False, not {self.speculate!r}")
         if self.key is not None and not callable(self.key):
             raise TypeError(f"key must be a function of an item, not {type(self.key).__name__}")
         if self.key is not None and self.checkpoint is None:

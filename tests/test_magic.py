@@ -328,7 +328,7 @@ def test_pp_status_lists_each_engine(ip, capsys):
     ("status --profile x", "go with `%pp connect`"),
     ("frobnicate", "invalid choice"),
     ("start 2 --max 3", "go with `auto`"),
-    ("scale some", "expected a whole number"),
+    ("scale some", "expected a whole number >= 1 or auto"),
 ])
 def test_pp_refuses_bad_commands(ip, line, message):
     with pytest.raises(UsageError, match=message):

@@ -73,3 +73,15 @@ def test_speculate_backs_up_a_straggler_and_the_first_copy_wins(cluster, tmp_pat
     df = run.result()
     assert list(df["result"]) == list(range(200)) and (df["status"] == "ok").all()
     assert (df["attempts"] == 1).all()  # the losing copy is not counted
+
+
+def test_a_thread_blocked_past_its_timeout_costs_its_engine_but_nothing_else(cluster):
+    def task(x):
+        time.sleep(30 if x == 0 else 0.05)  # one long C call: no instruction to raise at
+        return x
+
+    run = pp.map(task, range(12), concurrency=4, timeout=1)
+    assert run.wait(90)
+    assert run.records[0].status == "timeout" and run.elapsed_s < 30
+    assert [r.value for r in run.records[1:]] == list(range(1, 12))
+    assert all(r.status == "ok" for r in run.records[1:])
