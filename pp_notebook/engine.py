@@ -19,7 +19,7 @@ import traceback
 import types
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, NamedTuple
 
 import cloudpickle
@@ -106,13 +106,10 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
         for position, (index, item_bytes) in enumerate(pairs):
             if position and time.perf_counter() - batch_start > budget:
                 break
-            if memory_limit is None:
+            # nullcontext when no limit: a generator-based context costs 1.5 µs an item
+            with _NO_CAP if memory_limit is None else _memory_cap(memory_limit):
                 outcome = _run_item(fn, validate, index, item_bytes,
-                                    timeout if main_thread else None)
-            else:
-                with _memory_cap(memory_limit):
-                    outcome = _run_item(fn, validate, index, item_bytes,
-                                        timeout if main_thread else None, memory_limit)
+                                    timeout if main_thread else None, memory_limit)
             outcomes.append(outcome)
             if outcome.status == "cancelled":
                 break
@@ -173,6 +170,9 @@ def _raise_in_overdue_threads() -> None:
 
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+_NO_CAP = nullcontext()
 
 
 @contextmanager
@@ -387,17 +387,10 @@ def _dump(outcomes: list[Outcome]) -> bytes:
                              protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _ThreadOutput:
-    """sys.stdout while tasks run in threads: each thread's writes go to its task's buffer."""
+class _TextSink:
+    """What sys.stdout / sys.stderr must offer besides `write`, for a task's captured output."""
 
     encoding = "utf-8"
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-
-    def write(self, text: str) -> int:
-        output = getattr(self.local, "output", None)
-        return output.write(text) if output is not None else len(text)
 
     def flush(self) -> None:
         pass
@@ -406,13 +399,22 @@ class _ThreadOutput:
         return False
 
 
+class _ThreadOutput(_TextSink):
+    """sys.stdout while tasks run in threads: each thread's writes go to its task's buffer."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        output = getattr(self.local, "output", None)
+        return output.write(text) if output is not None else len(text)
+
+
 _thread_output = _ThreadOutput()
 
 
-class _CappedOutput:
+class _CappedOutput(_TextSink):
     """A stdout/stderr stand-in that keeps the first OUTPUT_LIMIT characters of a task."""
-
-    encoding = "utf-8"
 
     def __init__(self) -> None:
         self._parts: list[str] = []
@@ -426,12 +428,6 @@ class _CappedOutput:
             self._kept += min(room, len(text))
         self._dropped += max(0, len(text) - max(room, 0))
         return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
 
     def text(self) -> str:
         if not self._parts:

@@ -31,9 +31,10 @@ class RunFailed(RuntimeError):
     """Raised by `%%parallel --raise`, after the display, when any task did not succeed."""
 
 
-def _count(text: str) -> int:
+def _count(text: str, alternative: str = "") -> int:
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1{alternative}, got {text!r}")
     return int(text)
 
 
@@ -55,11 +56,7 @@ def _seconds(text: str) -> float:
 
 
 def _count_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}")
-    return int(text)
+    return "auto" if text == "auto" else _count(text, " or auto")
 
 
 @magics_class

@@ -390,12 +390,10 @@ class Run:
         sent = True
         while self._queue and sent:
             sent = False
-            retiring = self._cluster.retiring
             engines = sum(not s.dead for s in self._engines.values())
             depth = IN_FLIGHT_PER_ENGINE if len(self._queue) > engines * self._batch_size() else 1
-            ready = [s for s in self._engines.values() if not s.dead
-                     and len(s.inflight) < depth and s.id not in retiring
-                     and not any(b.solo for b in s.inflight)]
+            ready = [s for s in self._engines.values() if self._takes_work(s)
+                     and len(s.inflight) < depth and not any(b.solo for b in s.inflight)]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
                     return
@@ -404,17 +402,19 @@ class Run:
                 self._send(state, self._take(self._batch_size()))
                 sent = True
 
+    def _takes_work(self, state: _EngineState) -> bool:
+        """Alive, and not being stopped on purpose."""
+        return not state.dead and state.id not in self._cluster.retiring
+
     def _speculate(self) -> None:
         """Back up an overdue running batch on an idle engine; the first copy to finish wins."""
         if not self._timed_items:
             return
-        retiring = self._cluster.retiring
-        idle = [s for s in self._engines.values()
-                if not s.dead and not s.inflight and s.id not in retiring]
+        idle = [s for s in self._engines.values() if self._takes_work(s) and not s.inflight]
         if not idle:
             return
         now = time.monotonic()
-        mean = self._timed_total / self._timed_items / self.options.concurrency
+        mean = self._mean_item_s()
         running = [s.inflight[0] for s in self._engines.values() if not s.dead and s.inflight
                    and s.inflight[0].started is not None and s.inflight[0].partner is None]
         for batch in sorted(running, key=lambda b: b.started):
