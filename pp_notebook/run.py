@@ -716,8 +716,8 @@ class Run:
         client = self._cluster.client
         try:
             live = [s.id for s in self._engines.values() if not s.dead and s.has_payload]
-            if live:
-                client[live].apply_async(forget, self._key)
+            if live:  # its messages are pruned with the run's: they would pile up, run by run
+                self._msg_ids.update(client[live].apply_async(forget, self._key).msg_ids)
         except Exception:  # the cluster may be gone: nothing left to clean there
             pass
         client.history[:] = [m for m in client.history if m not in self._msg_ids]
