@@ -2,21 +2,35 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# Two installs into the one venv, each with its stamp: the lab set (JupyterLab and what the
+# notebooks import) and the full set (that plus the test and bench extras), which is a superset.
+LAB_STAMP := $(VENV)/.lab-stamp
+FULL_STAMP := $(VENV)/.full-stamp
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# The page `make lab` opens, and the URL it prints: the quickstart itself, not the Launcher.
+LAB_URL := /lab/tree/notebooks/quickstart.ipynb
 
 .PHONY: lab test demo bench venv system clean
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,bench]"
-	touch $(STAMP)
 
-lab: venv  ## open JupyterLab on the quickstart notebook
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/quickstart.ipynb
+$(LAB_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[lab]"
+	touch $(LAB_STAMP)
+
+# The full install covers the lab set too, so `make lab` after it installs nothing.
+$(FULL_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[lab,test,bench]"
+	touch $(FULL_STAMP) $(LAB_STAMP)
+
+venv: $(FULL_STAMP)  ## everything: the lab set, the test and bench extras
+
+# LabApp.default_url (not ServerApp's, which jupyterlab overrides) is the path of the printed
+# URL and of the page a browser is sent to; the server's root stays this folder.
+lab: $(LAB_STAMP)  ## open JupyterLab on the quickstart notebook
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) --LabApp.default_url=$(LAB_URL)
 
 # Debian packages the tests need: chromium (tests/test_browser.py drives it through
 # playwright) and libfaketime (an engine with a skewed clock in tests/test_multihost.py).

@@ -29,9 +29,11 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
-import cloudpickle
+from IPython import get_ipython
 
-from .shipping import unpicklable
+from .records import Labels
+from .shipping import dumps, refusal, unpicklable, warn_same_streams
+from .tracebacks import relabel
 
 MAGIC = "%%parallel"
 EXAMPLE = "%%parallel x in range(10) -o df"
@@ -52,14 +54,39 @@ class Header:
     iterable: ast.expr
     options: str
     filename: str  # the cell's name in linecache, as tracebacks and errors show it
+    number: int | None = None  # the cell's execution count, In[number], when known
 
     @property
     def iterable_source(self) -> str:
         return ast.unparse(self.iterable)
 
+    @property
+    def names(self) -> list[str]:
+        """The names the target binds, in order: `i, (a, b)` → i, a, b."""
+        return [node.id for node in _in_order(self.target) if isinstance(node, ast.Name)]
 
-def parse_header(line: str) -> Header:
-    """Read the magic's line: the loop header up to the first ` -x`/` --x` option, then options."""
+
+def _in_order(node: ast.AST) -> Iterator[ast.AST]:
+    yield node
+    for child in ast.iter_child_nodes(node):
+        yield from _in_order(child)
+
+
+def header_labels(header: Header) -> Labels:
+    """The label columns of an item: each name the header binds, as the item unpacks (an
+    item that does not unpack labels nothing; its row says why it failed)."""
+    names = header.names
+    source = (f"def labels(item):\n    try:\n        {ast.unparse(header.target)} = item\n"
+              f"    except Exception:\n        return {{}}\n"
+              f"    return {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n")
+    scope: dict[str, Any] = {}
+    exec(compile(source, "<labels>", "exec"), scope)
+    return scope["labels"]
+
+
+def parse_header(line: str, number: int | None = None) -> Header:
+    """Read the magic's line: the loop header up to the first ` -x`/` --x` option, then options.
+    `number` is the cell's execution count, which tracebacks show as `Cell In[number]`."""
     line = line.rstrip()
     head, options = _split_options(line)
     # Parse as a for statement whose columns line up with the cell's `%%parallel ` line.
@@ -76,7 +103,8 @@ def parse_header(line: str) -> Header:
         if not isinstance(node, (ast.Name, ast.Tuple, ast.List, ast.Starred, ast.expr_context)):
             raise CellError(f"the loop target `{ast.unparse(loop.target)}` must be a name or a "
                             "tuple of names, e.g. `x`, `a, b` or `i, row`")
-    return Header(line, loop.target, loop.iter, options, _register(f"{MAGIC} {line}"))
+    return Header(line, loop.target, loop.iter, options,
+                  register(f"{MAGIC} {line}", number), number)
 
 
 def _tokens(text: str) -> list[tokenize.TokenInfo]:
@@ -131,19 +159,22 @@ def compile_cell(header: Header, body: str, namespace: Mapping[str, Any]) -> typ
     if not body.strip():
         raise CellError(f"the cell has no body: write the task below the header, e.g.\n"
                         f"{EXAMPLE}\ny = x * x\n{{'x': x, 'y': y}}")
-    filename = _register(f"{MAGIC} {header.line}\n{body}", header.filename)
+    filename = register(f"{MAGIC} {header.line}\n{body}", header.number)
     source = "\n" + body  # line numbers of the body are the cell's
     try:
         tree = ast.parse(source, filename)
         table = symtable.symtable(source, filename, "exec")
     except SyntaxError as exc:
         raise CellError("the cell has a syntax error; nothing was run.\n"
-                        + "".join(traceback.format_exception_only(exc)).rstrip()) from None
+                        + _exception_text(exc)) from None
     targets = {n.id for n in ast.walk(header.target) if isinstance(n, ast.Name)}
     free = _free_names(table) - targets
     code = _function_code(header, tree, filename)
     shipped = _resolve(free, tree, namespace)
     _check_shippable(shipped, tree)
+    lines = _first_lines(tree)
+    warn_same_streams({name: (value, f"line {lines.get(name, '?')}")
+                       for name, value in shipped.items()}, header.names[0])
     return types.FunctionType(code, {"__name__": "__main__", **shipped}, code.co_name)
 
 
@@ -158,12 +189,20 @@ def evaluate_iterable(header: Header, namespace: dict[str, Any]) -> Any:
                         "nothing was run") from None
 
 
-def _register(text: str, filename: str | None = None) -> str:
-    """Put the cell's text in linecache (under a fresh name), so tracebacks can quote it."""
-    filename = filename or f"<parallel-cell-{next(_cell_numbers)}>"
+def register(text: str, number: int | None = None) -> str:
+    """Put the cell's text in linecache under a name IPython knows as cell `number`'s, so that
+    tracebacks quote its lines as `Cell In[12], line 3`; outside IPython, a fresh name."""
+    shell = get_ipython()
+    if shell is not None:
+        return shell.compile.cache(text, shell.execution_count if number is None else number)
+    filename = f"<parallel-cell-{next(_cell_numbers)}>"
     lines = text.splitlines(keepends=True)
     linecache.cache[filename] = (len(text), None, lines, filename)  # mtime None: never evicted
     return filename
+
+
+def _exception_text(exc: BaseException) -> str:
+    return relabel("".join(traceback.format_exception_only(exc)).rstrip())
 
 
 def _free_names(table: symtable.SymbolTable) -> set[str]:
@@ -211,18 +250,19 @@ def _resolve(free: set[str], tree: ast.AST, namespace: Mapping[str, Any]) -> dic
 
 
 def _check_shippable(shipped: dict[str, Any], tree: ast.AST) -> None:
-    """Pickle the shipped values together once; on failure, name each one that cannot go."""
+    """Pickle the shipped values together once; on failure, name each one that cannot go
+    (process-local state such as an open file is refused even where it would pickle)."""
     try:
-        cloudpickle.dumps(shipped)
+        dumps(shipped)
         return
     except Exception:
         pass
     lines = _first_lines(tree)
-    problems = [f"`{name}` (line {lines.get(name, '?')}, {type(shipped[name]).__name__}): {exc}"
+    problems = [refusal(name, f"line {lines.get(name, '?')}", exc)
                 for name, exc in unpicklable(shipped).items()]
     raise CellError("cannot send to the engines: " + "; ".join(problems) + ". Create it inside "
-                    "the cell instead (open files, locks, connections and the like cannot be "
-                    "copied to another process); nothing was run")
+                    "the cell instead (open the file, the connection or the lock there); "
+                    "nothing was run")
 
 
 def _function_code(header: Header, tree: ast.Module, filename: str) -> types.CodeType:
@@ -241,7 +281,7 @@ def _function_code(header: Header, tree: ast.Module, filename: str) -> types.Cod
         code = compile(module, filename, "exec")
     except SyntaxError as exc:  # only legal at module level, e.g. `from m import *`
         raise CellError("this cannot be used in a %%parallel cell; nothing was run.\n"
-                        + "".join(traceback.format_exception_only(exc)).rstrip()) from None
+                        + _exception_text(exc)) from None
     code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
     if code.co_flags & inspect.CO_GENERATOR:
         raise CellError("`yield` cannot be used at the top level of a %%parallel cell: the last "

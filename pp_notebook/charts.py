@@ -19,6 +19,7 @@ STATUS_COLOURS = {"ok": "#4c9a2a", "error": "#d62728", "timeout": "#ff7f0e", "me
                   "invalid": "#9467bd", "lost": "#555555", "cancelled": "#aaaaaa"}
 RUNNING_COLOUR = "#6baed6"
 FAILED_COLOUR = STATUS_COLOURS["error"]
+CANCELLED_COLOUR = STATUS_COLOURS["cancelled"]
 BINS = 200
 WIDTH = 520
 LABEL_W = 34
@@ -28,13 +29,19 @@ AXIS_H = 16
 FONT = 'font-family="sans-serif" font-size="10" fill="#555"'
 
 
+def _kind(status: str) -> int:
+    """Which series an attempt goes in: 0 ok, 1 failed, 2 cancelled (not a failure)."""
+    return 1 if status in FAILED else 2 if status == "cancelled" else 0
+
+
 class Timeline:
-    """Busy time per engine and time bin, split into ok and failed; bounded by engines × BINS."""
+    """Busy time per engine and time bin, split into ok, failed and cancelled; bounded by
+    engines × BINS."""
 
     def __init__(self, bins: int = BINS) -> None:
         self.bins = bins
         self.span_s = 1.0
-        self.lanes: dict[int, tuple[list[float], list[float]]] = {}  # engine -> (ok, failed)
+        self.lanes: dict[int, tuple[list[float], ...]] = {}  # engine -> (ok, failed, cancelled)
         self._seen = 0
         self._folded_busy: dict[int, float] = {}  # per engine: busy seconds accounted for
         self.end_s = 0.0  # the latest end of an attempt folded in
@@ -57,8 +64,11 @@ class Timeline:
                 if missing > 0:
                     self.add(engine.id, max(0.0, snapshot.elapsed_s - missing), missing, "ok")
         for engine in snapshot.engines:
-            self.lanes.setdefault(engine.id, ([0.0] * self.bins, [0.0] * self.bins))
+            self._lane(engine.id)
         return fresh
+
+    def _lane(self, engine: int) -> tuple[list[float], ...]:
+        return self.lanes.setdefault(engine, tuple([0.0] * self.bins for _ in range(3)))
 
     def add(self, engine: int, start_s: float, duration_s: float, status: str) -> None:
         """Spread one attempt's run time over the bins it covers."""
@@ -67,8 +77,7 @@ class Timeline:
         self.end_s = max(self.end_s, end)
         while end > self.span_s:
             self._double()
-        ok, failed = self.lanes.setdefault(engine, ([0.0] * self.bins, [0.0] * self.bins))
-        series = failed if status in FAILED else ok
+        series = self._lane(engine)[_kind(status)]
         width = self.span_s / self.bins
         index = min(int(start / width), self.bins - 1)
         while start < end and index < self.bins:
@@ -97,8 +106,7 @@ class Timeline:
             parts.append(f'<text x="0" y="{y + LANE_H - 2}" {FONT}>e{engine}</text>'
                          f'<rect x="{LABEL_W}" y="{y}" width="{WIDTH - LABEL_W - 8}" '
                          f'height="{LANE_H}" fill="#f3f3f3"/>')
-            ok, failed = self.lanes[engine]
-            for first, last, colour, opacity in _runs(ok, failed, width):
+            for first, last, colour, opacity in _runs(*self.lanes[engine], width):
                 x = LABEL_W + first * width * scale
                 w = max((last - first + 1) * width * scale, 1.0)
                 parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{LANE_H}" '
@@ -116,15 +124,18 @@ class Timeline:
         return _svg(WIDTH, height, "".join(parts), "task timeline per engine")
 
 
-def _runs(ok: list[float], failed: list[float], width: float) -> Iterator[tuple]:
-    """Adjacent bins of equal colour and (quartered) busy share, merged into one bar each."""
+def _runs(ok: list[float], failed: list[float], cancelled: list[float],
+          width: float) -> Iterator[tuple]:
+    """Adjacent bins of equal colour and (quartered) busy share, merged into one bar each.
+    A bin with failed time is red; one with only cancelled time grey."""
     current = None
-    for index, (good, bad) in enumerate(zip(ok, failed)):
-        share = min(1.0, (good + bad) / width)
+    for index, (good, bad, dropped) in enumerate(zip(ok, failed, cancelled)):
+        share = min(1.0, (good + bad + dropped) / width)
         key = None
         if share > 0:
-            key = (FAILED_COLOUR if bad > 0 else STATUS_COLOURS["ok"],
-                   max(0.25, round(share * 4) / 4))
+            colour = FAILED_COLOUR if bad > 0 else STATUS_COLOURS["ok"] if good > 0 \
+                else CANCELLED_COLOUR
+            key = (colour, max(0.25, round(share * 4) / 4))
         if current is not None and key == tuple(current[2:]):
             current[1] = index
             continue
@@ -146,19 +157,20 @@ class Histogram:
         size = (self.HIGH - self.LOW) * self.PER_DECADE
         self.ok = [0] * size
         self.failed = [0] * size
+        self.cancelled = [0] * size
 
     def add(self, duration_s: float, status: str) -> None:
         """Count one attempt."""
         position = (math.log10(max(duration_s, 1e-9)) - self.LOW) * self.PER_DECADE
         index = min(max(int(position), 0), len(self.ok) - 1)
-        (self.failed if status in FAILED else self.ok)[index] += 1
+        (self.ok, self.failed, self.cancelled)[_kind(status)][index] += 1
 
     def edge(self, index: int) -> float:
         return 10 ** (self.LOW + index / self.PER_DECADE)
 
     def svg(self, width: int = 200, height: int = 90) -> str:
-        """Bars of the occupied range of bins, failed counts stacked in red."""
-        totals = [a + b for a, b in zip(self.ok, self.failed)]
+        """Bars of the occupied range of bins, failed counts stacked in red, cancelled grey."""
+        totals = [a + b + c for a, b, c in zip(self.ok, self.failed, self.cancelled)]
         used = [i for i, n in enumerate(totals) if n]
         if not used:
             return _svg(width, height, f'<text x="0" y="12" {FONT}>no task finished yet</text>',
@@ -171,8 +183,10 @@ class Histogram:
         parts = []
         for i in range(first, last + 1):
             x = (i - first) * bar_w
-            for value, base, colour in ((self.ok[i], 0, STATUS_COLOURS["ok"]),
-                                        (self.failed[i], self.ok[i], FAILED_COLOUR)):
+            for value, base, colour in (
+                    (self.ok[i], 0, STATUS_COLOURS["ok"]),
+                    (self.failed[i], self.ok[i], FAILED_COLOUR),
+                    (self.cancelled[i], self.ok[i] + self.failed[i], CANCELLED_COLOUR)):
                 if value:
                     h = max(plot_h * value / top, 1.0)
                     y = plot_h - plot_h * base / top - h

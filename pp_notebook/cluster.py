@@ -8,6 +8,7 @@ the others.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import ipyparallel as ipp
 import psutil
+from tornado.ioloop import IOLoop
 
 from . import engine as engine_module
 from .autoscale import Autoscaler
@@ -146,7 +148,7 @@ class KernelCluster:
         target = len(self.live_ids()) + n
         with self._lock:
             for _ in range(n):
-                set_id = self.cluster.start_engines_sync(n=1)
+                set_id = _on_cluster_loop(self.cluster.start_engines(n=1))
                 for launcher in _launchers(self.cluster.engines[set_id]):
                     self._reaper.watch(_launcher_pid(launcher))
         if wait:
@@ -181,7 +183,7 @@ class KernelCluster:
         if info is None or info.engine_set is None:
             raise ClusterError(f"engine {eid} is not one this process started")
         with self._lock:
-            self.cluster.stop_engines_sync(info.engine_set)
+            _on_cluster_loop(self.cluster.stop_engines(info.engine_set))
 
     def kill_engine(self, eid: int) -> None:
         """End an engine that does not respond (its task ignores interrupts)."""
@@ -299,11 +301,14 @@ def _adaptive_limits(engines: int | str | None, min_engines: int, max_engines: i
 
 
 def _start_local(n: int) -> KernelCluster:
+    # shutdown_atexit=False: ipyparallel's own exit hook (and __del__) would stop it on a
+    # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
     cluster = ipp.Cluster(n=0, delay=0, controller_args=list(FAST_CONTROLLER_ARGS),
-                          controller_ip="127.0.0.1", log_level=logging.ERROR)
+                          controller_ip="127.0.0.1", log_level=logging.ERROR,
+                          shutdown_atexit=False)
     try:
-        cluster.start_controller_sync()
-        handle = KernelCluster(cluster.connect_client_sync(), cluster)
+        _on_cluster_loop(cluster.start_controller())
+        handle = KernelCluster(_on_cluster_loop(cluster.connect_client()), cluster)
         handle.add_engines(n)
     except Exception as exc:
         tail = _log_tail(cluster)
@@ -332,9 +337,32 @@ def _log_tail(cluster: ipp.Cluster, lines: int = 20) -> str:
 
 def _quiet_stop(cluster: ipp.Cluster) -> None:
     try:
-        cluster.stop_cluster_sync()
+        _on_cluster_loop(cluster.stop_cluster())
     except Exception:
         pass
+
+
+# Every ipp.Cluster coroutine of this process runs on this one loop, in its own thread.
+# A launcher hands its process's exit (notify_stop, which reads and removes the process's log
+# file) to the loop it was started on, while ipyparallel's `*_sync` methods run where they are
+# called from: on the Cluster's private thread if an event loop runs (a notebook cell), on a
+# fresh loop in the calling thread if none does (the interpreter's exit, a run's or the
+# autoscaler's thread). A cluster started in one way and stopped in the other had two threads
+# remove one log file at once, and ipyparallel printed "Failed to remove …/ipcontroller-….log"
+# (and could leave an engine set half stopped). On one loop, the two take turns.
+_loop: IOLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _on_cluster_loop(coroutine: Any) -> Any:
+    """Run an ipp.Cluster coroutine on the cluster loop; wait for and return its result."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = IOLoop(make_current=False)
+            threading.Thread(target=_loop.start, name="pp_notebook-cluster-loop",
+                             daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coroutine, _loop.asyncio_loop).result()
 
 
 def connect(cluster_id: str = "", profile: str = "default", *, connection_file: str | None = None,

@@ -8,7 +8,6 @@ ends), which is what GitHub, nbviewer and terminals show of a saved notebook.
 
 from __future__ import annotations
 
-import reprlib
 import socket
 from html import escape
 
@@ -36,12 +35,10 @@ STYLE = """<style>
 TIMELINE_CAPTION = "timeline, per engine: " + " ".join(
     f'<span style="color:{colour}">■</span> {name}'
     for name, colour in (("ok", STATUS_COLOURS["ok"]), ("failed", FAILED_COLOUR),
-                         ("running", RUNNING_COLOUR)))
+                         ("cancelled", STATUS_COLOURS["cancelled"]), ("running", RUNNING_COLOUR)))
 COLUMNS = ("engine", "host", "state", "done", "failed", "load", "running", "for", "CPU",
            "memory")
 HOST = socket.gethostname()
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 24
 
 
 class Dashboard(ProgressView):
@@ -81,8 +78,8 @@ class Dashboard(ProgressView):
         for attempt in self.timeline.update(snap):
             self.histogram.add(attempt.duration_s, attempt.status)
         self.bar.max = max(snap.total, 1)
-        self.bar.value = snap.finished
-        share = snap.finished / snap.total if snap.total else 1.0
+        self.bar.value = snap.completed
+        share = snap.completed / snap.total if snap.total else 1.0
         self.percent.value = f'<span class="ppnb"><b>{share:.0%}</b></span>'
         self.counts.value = f'<div class="ppnb">{escape(counts_line(snap))}</div>'
         self.engines.value = self._engine_table(snap)
@@ -94,7 +91,8 @@ class Dashboard(ProgressView):
         """The last frame and the summary; the display's HTML and text become the summary."""
         snap = self.run.snapshot()
         self._draw(snap)
-        self.bar.bar_style = "warning" if snap.failed else "success"
+        self.bar.bar_style = "warning" if snap.failed else "info" if snap.cancelled \
+            else "success"
         self._summary = summary
         self.summary.value = f'<div class="ppnb">{summary_html(summary, engines=False)}</div>'
         if self._handle is not None:
@@ -116,19 +114,20 @@ class Dashboard(ProgressView):
         for engine in sorted(snap.engines, key=lambda e: e.id):
             cpu, memory = stats.get(engine.id, (None, None))
             cells = (
-                engine.id, escape(engine.host or "?"), _badge(engine.state), engine.done, _failed(engine.failed),
+                engine.id, escape(engine.host or "?"), _badge(engine.state), engine.done,
+                _failed(engine.failed),
                 f"{engine.busy_s / snap.elapsed_s:.0%}" if snap.elapsed_s else "–",
                 escape(self._running(engine)), fmt.seconds(engine.running_for_s),
-                "–" if cpu is None else f"{cpu:.0f}%", fmt.size(memory))
+                fmt.cores(cpu), fmt.size(memory))
             rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
         head = "".join(f"<th>{name}</th>" for name in COLUMNS)
         return f'<div class="ppnb"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
 
-    def _running(self, engine: EngineSnapshot) -> str:
+    @staticmethod
+    def _running(engine: EngineSnapshot) -> str:
         if engine.running_task is None:
             return ""
-        item = self.run.records[engine.running_task].item
-        return f"#{engine.running_task}: {_short.repr(item)}"
+        return f"#{engine.running_task}: {engine.running_item}"
 
 
 def counts_line(snap: RunSnapshot) -> str:
@@ -138,8 +137,8 @@ def counts_line(snap: RunSnapshot) -> str:
         parts.append(f"{snap.counts['timeout']} timed out")
     if snap.retried:
         parts.append(f"{snap.retried} retried")
-    if snap.finished and snap.elapsed_s > 0:
-        per_second = snap.finished / snap.elapsed_s
+    if snap.completed and snap.elapsed_s > 0:
+        per_second = snap.completed / snap.elapsed_s
         if not snap.done:
             parts.append(f"ETA {fmt.seconds((snap.total - snap.finished) / per_second)}")
         parts.append(fmt.rate(per_second))
@@ -161,8 +160,10 @@ class _LocalProcesses:
         self._processes: dict[int, psutil.Process] = {}
 
     def stats(self, engines: tuple) -> dict[int, tuple[float, int]]:
-        """Per engine id: (CPU percent since the last call, resident memory in bytes)."""
-        live = {e.pid: e.id for e in engines if e.pid and e.host == HOST and e.state not in ("dead", "left")}
+        """Per engine id: (CPU percent of one core since the last call, resident memory in
+        bytes)."""
+        live = {e.pid: e.id for e in engines
+                if e.pid and e.host == HOST and e.state not in ("dead", "left")}
         for pid in set(self._processes) - set(live):
             del self._processes[pid]
         result = {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import reprlib
+
+import numpy as np
+
 
 def seconds(value: float | None) -> str:
     """`0.012 s`, `4.2 s`, `3 min 05 s`, `1 h 02 min`: precise when short, coarse when long."""
@@ -32,3 +36,19 @@ def rate(per_second: float) -> str:
     if per_second >= 10_000:
         return f"{per_second / 1000:.0f}k tasks/s"
     return f"{per_second:.0f} tasks/s" if per_second >= 10 else f"{per_second:.2f} tasks/s"
+
+
+def cores(percent: float | None) -> str:
+    """`1.7 cores` from psutil's 170 (percent of one core): what a process uses."""
+    if percent is None:
+        return "–"
+    return f"{percent / 100:.1f} cores"
+
+
+def short_repr(obj: object, limit: int = 24) -> str:
+    """A bounded repr that reads like the user's data: numpy numbers print plainly,
+    `(0.3, 0.2)`, not `(np.float64(0.3), 0.2)`."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    with np.printoptions(legacy="1.25"):
+        return shortener.repr(obj)

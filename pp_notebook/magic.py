@@ -19,16 +19,13 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_
 from IPython.display import display
 
 from . import cluster
-from .cellfunc import CellError, compile_cell, evaluate_iterable, parse_header
-from .progress import progress, widgets_available
-from .records import FAILED
+from .cellfunc import CellError, compile_cell, evaluate_iterable, header_labels, parse_header
+from .errors import RunFailed, RunInterrupted
+from .progress import background_notice, progress, widgets_available
+from .records import failure_detail
 from .report import TRACEBACKS_HINT, FailureReport
 from .options import MAX_TIMEOUT_S, RunOptions
 from .run import Run, RunSnapshot
-
-
-class RunFailed(RuntimeError):
-    """Raised by `%%parallel --raise`, after the display, when any task did not succeed."""
 
 
 def _count(text: str, alternative: str = "") -> int:
@@ -59,10 +56,32 @@ def _count_or_auto(text: str) -> int | str:
     return "auto" if text == "auto" else _count(text, " or auto")
 
 
+def _plain_help(magic: Any) -> Any:
+    """magic_arguments starts the help with `::` (a reST code block), which `%%parallel?`
+    shows as it is: drop it, so the help starts with the usage line."""
+    magic.__doc__ = magic.__doc__.replace("::\n\n  %", "%", 1)
+    return magic
+
+
 @magics_class
 class ParallelMagics(Magics):
     """`%%parallel` runs a cell's body once per item on the engines; `%pp` manages them."""
 
+    cell_number: int | None = None
+    """The execution count of the cell running now (IPython has already moved its own
+    counter to the next cell's); None outside a cell run by `run_cell`."""
+
+    def note_cell(self, info: Any) -> None:
+        """`pre_run_cell` event: remember the number IPython gave the cell about to run."""
+        stored = info.store_history and not info.silent
+        self.cell_number = self.shell.execution_count - 1 if stored else \
+            self.shell.execution_count
+
+    def forget_cell(self, result: Any) -> None:
+        """`post_run_cell` event: no cell is running any more."""
+        self.cell_number = None
+
+    @_plain_help
     @magic_arguments(name="%parallel")  # help and usage then say %%parallel
     @kwds(usage="%(prog)s TARGET in ITERABLE [options]")
     @argument("-o", "--out", metavar="NAME",
@@ -109,8 +128,9 @@ class ParallelMagics(Magics):
         item: a name, or unpacking such as `a, b in pairs`, `i, row in df.iterrows()` or
         `k, v in d.items()`. The body's last expression is the item's result; results are
         merged into one DataFrame (a dict is a row, a DataFrame its rows, anything else goes in
-        a `result` column), with the columns task, status, engine, host, duration_s, attempts
-        and error first. The names the body reads are taken from the notebook and sent once per
+        a `result` column): first the names the header binds, then the result's columns, then
+        status, engine, host, duration_s, attempts and error; the index is `task`, the item's
+        position. The names the body reads are taken from the notebook and sent once per
         run; modules are imported again on the engines. Example::
 
             %%parallel x in range(100) -o df --timeout 30
@@ -118,7 +138,9 @@ class ParallelMagics(Magics):
             {"x": x, "y": y}
 
         Failed items are rows with their error, not an exception; their tracebacks are in
-        `pp_notebook.last_run().errors()`.
+        `pp_notebook.last_run().errors()`. Interrupting the kernel cancels the run, keeps what
+        finished (bound to NAME with -o) and ends the cell with RunInterrupted, a
+        KeyboardInterrupt, so that "Run All" stops there.
         """
         run, args = self._submit(line, cell)
         if args.background:
@@ -129,7 +151,7 @@ class ParallelMagics(Magics):
         """Check the whole cell, then start its Run; bad input raises before anything runs."""
         namespace = self.shell.user_ns
         try:
-            header = parse_header(line)
+            header = parse_header(line, self.cell_number)
             args = parse_argstring(self.parallel, header.options)
             _check_combination(args)
             task = compile_cell(header, cell, namespace)
@@ -149,31 +171,32 @@ class ParallelMagics(Magics):
         try:
             if args.engines is not None:
                 cluster.start(args.engines)
-            run = Run(task, items, options)
+            run = Run(task, items, options, labels=header_labels(header))
         except (cluster.ClusterError, TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         return run, args
 
     def _foreground(self, run: Run, args: argparse.Namespace) -> Any:
+        """Wait with a live view; an interrupt keeps what finished, shows the summary, binds
+        the results and then ends the cell as an interrupted cell (the queue stops here)."""
         view = None if args.quiet else progress(run, widget=not args.no_widget)
-        stopped = False
+        interrupted = False
         try:
             run.wait()
-        except KeyboardInterrupt:  # the stop button: Run.wait has cancelled the rest
-            stopped = True
+        except RunInterrupted:  # the stop button: Run.wait has cancelled the rest
+            interrupted = True
         finally:
             if view is not None:
                 view.stop()
-        snap = run.snapshot()
-        if stopped:
-            cancelled = snap.counts.get("cancelled", 0)
-            print(f"Stopped: {snap.total - cancelled} of {snap.total} tasks had ended; "
-                  f"{cancelled} were cancelled and are marked `cancelled`.")
         if not args.quiet:
-            failures = FailureReport(run.errors())
+            failures = FailureReport(run.errors(wait=not interrupted))
             if failures:
                 display(failures)
-        result = self._deliver(run.result(), args.out)
+        result = self._deliver(run.result(wait=not interrupted), args.out)
+        if interrupted:
+            where = f"`{args.out}`" if args.out else "pp_notebook.last_run().result()"
+            raise RunInterrupted(run.interrupted_text(where), run)
+        snap = run.snapshot()
         if args.raise_ and snap.failed:
             raise RunFailed(_failure_message(snap, args.out))
         return result
@@ -182,9 +205,7 @@ class ParallelMagics(Magics):
         if not args.quiet:
             if not args.no_widget and widgets_available():
                 progress(run)
-            where = f"as `{args.out}`" if args.out else "(this cell's result)"
-            print(f"{len(run.records)} tasks running in the background {where}: .wait() waits "
-                  "for them, .result() gives the DataFrame; also pp_notebook.last_run()")
+            background_notice(run, f"`{args.out}`" if args.out else "this cell's result")
         return self._deliver(run, args.out)
 
     def _deliver(self, value: Any, out: str | None) -> Any:
@@ -194,6 +215,7 @@ class ParallelMagics(Magics):
         self.shell.user_ns[out] = value
         return None
 
+    @_plain_help
     @magic_arguments()
     @argument("command", choices=["start", "stop", "status", "connect", "scale"],
               help="start [N|auto]: a local cluster (or scale the running one); stop; status; "
@@ -263,7 +285,7 @@ def _lookup(namespace: dict, name: str | None, option: str) -> Any:
 
 
 def _failure_message(snap: RunSnapshot, out: str | None) -> str:
-    detail = ", ".join(f"{snap.counts[s]} {s}" for s in FAILED if snap.counts.get(s))
+    detail = failure_detail(snap.counts)
     where = f"the results are in `{out}`, " if out else ""
     return (f"{snap.failed} of {snap.total} tasks did not succeed ({detail}); "
             f"{where}{TRACEBACKS_HINT}")

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .charts import STATUS_COLOURS
+from .records import FAILED
 
 if TYPE_CHECKING:
     from .run import Run
@@ -30,8 +31,7 @@ def plot_run(run: Run) -> Figure:
         gridspec_kw={"width_ratios": [3, 1]}, layout="constrained")
     plt.close(fig)
     _draw_timeline(timeline, timed, engines, run.started_at)
-    _draw_histogram(histogram, [r.duration_s for r in timed],
-                    [r.status != "ok" for r in timed])
+    _draw_histogram(histogram, [r.duration_s for r in timed], [r.status for r in timed])
     return fig
 
 
@@ -58,7 +58,7 @@ def _draw_timeline(ax, timed: list, engines: list[int], t0: float) -> None:
               ncols=max(len(statuses), 1), borderaxespad=0)
 
 
-def _draw_histogram(ax, durations: list[float], failed: list[bool]) -> None:
+def _draw_histogram(ax, durations: list[float], statuses: list[str]) -> None:
     ax.set_title("task durations", fontsize=10)
     ax.set_xlabel("seconds")
     ax.set_ylabel("tasks")
@@ -70,8 +70,10 @@ def _draw_histogram(ax, durations: list[float], failed: list[bool]) -> None:
     logarithmic = high / low > 100
     bins = (np.geomspace(low, high * 1.0001, 30) if logarithmic
             else np.linspace(low, high * 1.0001 + 1e-9, 30))
-    mask = np.asarray(failed)
-    ax.hist([values[~mask], values[mask]], bins=bins, stacked=True,
-            color=[STATUS_COLOURS["ok"], STATUS_COLOURS["error"]], label=["ok", "failed"])
+    groups = {"ok": ("ok",), "failed": FAILED, "cancelled": ("cancelled",)}
+    kinds = np.asarray(statuses)
+    ax.hist([values[np.isin(kinds, members)] for members in groups.values()], bins=bins,
+            stacked=True, label=list(groups),
+            color=[STATUS_COLOURS["ok"], STATUS_COLOURS["error"], STATUS_COLOURS["cancelled"]])
     if logarithmic:
         ax.set_xscale("log")

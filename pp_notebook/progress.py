@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import IO, Any
 
+from IPython.display import Pretty, display
+
 from .records import RunSummary
 from .run import Run, RunSnapshot
 
@@ -22,10 +24,12 @@ BAR_WIDTH = 30
 
 
 def status_text(snap: RunSnapshot) -> str:
-    """`412/1000 done · 3 failed · 4.1 s`: the live counts both views show."""
-    parts = [f"{snap.finished}/{snap.total} done"]
+    """`412/1000 done · 3 failed · 2 cancelled · 4.1 s`: the live counts both views show."""
+    parts = [f"{snap.completed}/{snap.total} done"]
     if snap.failed:
         parts.append(f"{snap.failed} failed")
+    if snap.cancelled:
+        parts.append(f"{snap.cancelled} cancelled")
     parts.append(f"{snap.elapsed_s:.1f} s")
     return " · ".join(parts)
 
@@ -77,7 +81,7 @@ class TextProgress(ProgressView):
         self._width = 0
 
     def _draw(self, snap: RunSnapshot) -> None:
-        filled = BAR_WIDTH * snap.finished // max(snap.total, 1)
+        filled = BAR_WIDTH * snap.completed // max(snap.total, 1)
         self._write(f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {status_text(snap)}")
 
     def _draw_stop(self, summary: RunSummary) -> None:
@@ -98,6 +102,21 @@ def widgets_available() -> bool:
     shell: Any = get_ipython()
     return getattr(shell, "kernel", None) is not None \
         and importlib.util.find_spec("ipywidgets") is not None
+
+
+def background_notice(run: Run, where: str) -> None:
+    """Say that `run` goes on in the background, and update the same line when it ends."""
+    tasks = f"{len(run.records)} tasks"
+    handle = display(Pretty(f"{tasks} running in the background as {where}: .result() waits "
+                            "for them and gives the DataFrame; also pp_notebook.last_run()"),
+                     display_id=True)
+
+    def finished(ended: Run) -> None:
+        if handle is not None:
+            handle.update(Pretty(f"{tasks} ran in the background as {where} and have finished:"
+                                 f" {ended.summary().line()}. .result() gives the DataFrame"))
+
+    run.add_done_callback(finished)
 
 
 def progress(run: Run, widget: bool = True) -> ProgressView:

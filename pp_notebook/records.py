@@ -1,25 +1,40 @@
 """TaskRecords, and what is built from them: the merged DataFrame, the failures, the summary.
 
-Merge rules (one input item, in input order):
+Merge rules (one input item, in input order; the index is `task`, the item's position):
 - a dict or Series result becomes one row, its keys the columns;
-- a DataFrame result contributes all its rows;
+- a DataFrame result contributes all its rows (the index then repeats that task);
 - anything else (a number, a list, None, ...) goes in a `result` column;
 - a failed item gives one row with its error and no values.
-Metadata columns come first: `task` (position of the item in the input), `status`,
-`engine`, `host`, `duration_s`, `attempts`, `error`. A result key with the same name as a
-metadata column keeps its name; the metadata column is then prefixed with `pp_`.
+Columns: first the item's labels (the scalar names a `%%parallel` header binds, or `item` for
+`map`'s scalar items), filled on every row so failed rows still say which input they were
+for; a result key of the same name stands on successful rows. Then the result's columns, then
+the metadata: `status`, `engine`, `host`, `duration_s`, `attempts`, `error` (`<NA>` when ok).
+A result or label with a metadata name keeps it; the metadata column (or the index, for
+`task`) is then prefixed with `pp_`. Integer and bool columns stay so, nullable where failed
+rows leave gaps.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
-FAILED = ("error", "timeout", "memory", "invalid", "lost", "cancelled")
-METADATA_COLUMNS = ("task", "status", "engine", "host", "duration_s", "attempts", "error")
+FAILED = ("error", "timeout", "memory", "invalid", "lost")
+"""Statuses of items that ran and did not succeed. `cancelled` is apart: not a failure."""
+ENDED = ("ok", *FAILED, "cancelled")
+METADATA_COLUMNS = ("status", "engine", "host", "duration_s", "attempts", "error")
+INDEX = "task"
+ITEM_OVERHEAD_S = 5e-6
+"""What one item costs beyond its own run time (engine ~3 µs, client ~2 µs, measured)."""
+TOO_SHORT_FACTOR = 10
+"""A run whose median task is shorter than this many times ITEM_OVERHEAD_S measures overhead,
+not speedup: its summary says so instead."""
 
 
 @dataclass(slots=True)
@@ -44,6 +59,7 @@ class TaskRecord:
 
     @property
     def failed(self) -> bool:
+        """It ran and did not succeed (a cancelled item did not fail)."""
         return self.status in FAILED
 
     @property
@@ -59,25 +75,37 @@ def error_text(error_type: str | None, error: str | None) -> str | None:
     return f"{error_type}: {error}" if error else error_type
 
 
-def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.DataFrame:
-    """One DataFrame of every record's result and metadata, in input order."""
-    parts: list[tuple[dict | pd.DataFrame, list[TaskRecord]]] = []  # values and their records
+Labels = Callable[[Any], dict]
+"""An item's label columns: {name: scalar value}; names whose value is not a scalar are left
+out (a row Series from `iterrows()` is no column)."""
+
+
+def item_label(item: Any) -> dict:
+    """`map`'s label: a scalar item is its own `item` column."""
+    return {"item": item} if pd.api.types.is_scalar(item) else {}
+
+
+def merged_frame(records: list[TaskRecord], schema: dict | None = None,
+                 labels: Labels | None = None) -> pd.DataFrame:
+    """One DataFrame of every record's labels, result and metadata, in input order."""
+    marks = [_scalars(labels(r.item)) if labels is not None else {} for r in records]
+    parts: list[tuple[dict | pd.DataFrame, list[TaskRecord], list[dict]]] = []
     rows: list[dict] = []
     owners: list[TaskRecord] = []
+    owner_marks: list[dict] = []
 
     def flush_rows() -> None:
         if owners:
-            keys = dict.fromkeys(key for row in rows for key in row)  # in first-seen order
-            parts.append(({key: [row.get(key) for row in rows] for key in keys}, owners[:]))
+            parts.append((_dict_columns(rows), owners[:], owner_marks[:]))
             rows.clear()
             owners.clear()
+            owner_marks.clear()
 
-    for record in records:
+    for record, mark in zip(records, marks):
         value = record.value if record.status == "ok" else None
         if isinstance(value, pd.DataFrame):
             flush_rows()
-            frame = value.reset_index(drop=True)
-            parts.append((frame, [record] * len(frame)))
+            parts.append((value.reset_index(drop=True), [record] * len(value), [mark]))
             continue
         if record.status != "ok":
             rows.append({})
@@ -88,42 +116,105 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None) -> pd.Da
         else:
             rows.append({"result": value})
         owners.append(record)
+        owner_marks.append(mark)
     flush_rows()
-    # One rule for every part: a metadata name any result uses is prefixed everywhere.
-    clashing = set(METADATA_COLUMNS) & {key for values, _ in parts for key in values.keys()}
-    pieces = [_with_metadata(values, owners, clashing) for values, owners in parts]
+    label_names = list(dict.fromkeys(name for mark in marks for name in mark))
+    used = set(label_names) | {key for values, _, _ in parts for key in values.keys()}
+    clashing = (set(METADATA_COLUMNS) | {INDEX}) & used
+    pieces = [_piece(values, owners, part_marks, label_names, clashing)
+              for values, owners, part_marks in parts]
+    index_name = f"pp_{INDEX}" if INDEX in clashing else INDEX
     if not pieces:
-        frame = pd.DataFrame({name: [] for name in METADATA_COLUMNS})
+        empty = _metadata([], clashing)
+        frame = pd.DataFrame(empty, index=pd.Index([], dtype="int64", name=index_name))
     elif len(pieces) == 1:
         frame = pieces[0]
     else:
-        frame = pd.concat(pieces, ignore_index=True)
+        frame = _concat(pieces)
+    frame = _ordered(frame, label_names, clashing)
+    frame.index.name = index_name
     return _apply_schema(frame, schema) if schema else frame
 
 
-def _columns(records: list[TaskRecord], columns: dict[str, str]) -> dict:
-    """{column: values of a TaskRecord attribute}; engine ids as nullable integers."""
-    values = {name: list(map(attrgetter(attr), records)) for name, attr in columns.items()}
-    if "engine" in values:
-        values["engine"] = pd.array(values["engine"], dtype="Int64")
+def _scalars(mark: dict) -> dict:
+    return {name: value for name, value in mark.items() if pd.api.types.is_scalar(value)}
+
+
+def _dict_columns(rows: list[dict]) -> dict:
+    """{column: array} from dict rows, in first-seen key order, typed as the values are."""
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return {key: _typed([row.get(key) for row in rows], any(key not in row for row in rows))
+            for key in keys}
+
+
+def _typed(values: list, gaps: bool) -> Any:
+    """Integers stay integers (nullable `Int64` with gaps), bools bools, floats float64."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    has_missing = gaps or any(v is None or v is pd.NA for v in values)
+    if kind == "integer":
+        return pd.array(values, dtype="Int64") if has_missing else np.array(values)
+    if kind == "boolean":
+        return pd.array(values, dtype="boolean") if has_missing else np.array(values, bool)
+    if kind in ("floating", "mixed-integer-float"):
+        return np.array([math.nan if v is None or v is pd.NA else v for v in values],
+                        dtype=float)
     return values
 
 
-_METADATA_ATTRS = {name: name for name in METADATA_COLUMNS} | {"error": "message"}
-_ERROR_ATTRS = {name: name for name in ("task", "item", "status", "error_type", "error",
-                                         "engine", "attempts", "traceback", "output")}
+def _metadata(owners: list[TaskRecord], clashing: set[str]) -> dict:
+    """The metadata columns of `owners`, `pp_`-prefixed where a result uses the name."""
+    columns = {
+        "status": list(map(attrgetter("status"), owners)),
+        "engine": pd.array(list(map(attrgetter("engine"), owners)), dtype="Int64"),
+        "host": pd.array(list(map(attrgetter("host"), owners)), dtype="string"),
+        "duration_s": np.array([math.nan if r.duration_s is None else r.duration_s
+                                for r in owners], dtype=float),
+        "attempts": np.array(list(map(attrgetter("attempts"), owners)), dtype="int64"),
+        "error": pd.array(list(map(attrgetter("message"), owners)), dtype="string"),
+    }
+    return {(f"pp_{name}" if name in clashing else name): values
+            for name, values in columns.items()}
 
 
-def _with_metadata(values: dict | pd.DataFrame, owners: list[TaskRecord],
-                   clashing: set[str]) -> pd.DataFrame:
-    """The metadata columns of `owners` (`pp_`-prefixed where in `clashing`), then the value
-    columns (a dict of lists, or a frame whose rows all belong to one record)."""
-    metadata = _columns(owners, _METADATA_ATTRS)
-    named = {(f"pp_{k}" if k in clashing else k): v for k, v in metadata.items()}
-    if isinstance(values, dict):
-        return pd.DataFrame(named | values, index=range(len(owners)))
-    frame = pd.DataFrame(named, index=values.index)
-    return pd.concat([frame, values], axis=1) if len(values.columns) else frame
+def _piece(values: dict | pd.DataFrame, owners: list[TaskRecord], marks: list[dict],
+           label_names: list[str], clashing: set[str]) -> pd.DataFrame:
+    """Labels, values and metadata of consecutive records (or of one DataFrame result)."""
+    index = pd.Index([r.task for r in owners], dtype="int64")
+    frame = values if isinstance(values, pd.DataFrame) else pd.DataFrame(values, index=index)
+    frame = frame.set_axis(index) if isinstance(values, pd.DataFrame) else frame
+    ok = np.array([r.status == "ok" for r in owners], dtype=bool)
+    rows = len(owners)
+    for name in label_names:
+        labelled = [(marks[0] if len(marks) == 1 else marks[i]).get(name) for i in range(rows)]
+        if name in frame.columns:  # the result's own value stands where the item succeeded
+            labelled = [own if succeeded else label for own, succeeded, label
+                        in zip(frame[name].tolist(), ok, labelled)]
+        frame[name] = _typed(labelled, gaps=False)
+    for name, column in _metadata(owners, clashing).items():
+        frame[name] = column
+    return frame
+
+
+def _concat(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """Pieces one after another; integer and bool columns with gaps become nullable."""
+    kinds: dict[str, set[str]] = {}
+    for piece in pieces:
+        for name, dtype in piece.dtypes.items():
+            kinds.setdefault(name, set()).add(dtype.kind)
+    frame = pd.concat(pieces)
+    for name, seen in kinds.items():
+        if seen <= {"i", "u"} and frame[name].dtype.kind not in "iu":
+            frame[name] = frame[name].astype("Int64")
+        elif seen == {"b"} and frame[name].dtype.kind != "b":
+            frame[name] = frame[name].astype("boolean")
+    return frame
+
+
+def _ordered(frame: pd.DataFrame, label_names: list[str], clashing: set[str]) -> pd.DataFrame:
+    """Labels first, then the result's columns, then the metadata."""
+    metadata = [f"pp_{n}" if n in clashing else n for n in METADATA_COLUMNS]
+    rest = [c for c in frame.columns if c not in label_names and c not in metadata]
+    return frame[[*label_names, *rest, *metadata]]
 
 
 def _apply_schema(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
@@ -141,8 +232,15 @@ def _apply_schema(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
 
 
 def errors_frame(records: list[TaskRecord]) -> pd.DataFrame:
-    """One row per failed item: which item, what failed, where, and the full traceback."""
-    return pd.DataFrame(_columns([r for r in records if r.failed], _ERROR_ATTRS))
+    """One row per failed item (not the cancelled ones), indexed by `task` like the merged
+    frame: which item, what failed, where, and the full traceback."""
+    failed = [r for r in records if r.failed]
+    columns = {name: list(map(attrgetter(name), failed))
+               for name in ("item", "status", "error_type", "error", "engine", "attempts",
+                            "traceback", "output")}
+    columns["engine"] = pd.array(columns["engine"], dtype="Int64")
+    index = pd.Index([r.task for r in failed], dtype="int64", name=INDEX)
+    return pd.DataFrame(columns, index=index)
 
 
 @dataclass(frozen=True)
@@ -157,6 +255,7 @@ class RunSummary:
     per_engine: pd.DataFrame = field(repr=False)
     slowest: pd.DataFrame = field(repr=False)
     resumed: int = 0  # ok items taken from a checkpoint
+    median_task_s: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -172,18 +271,31 @@ class RunSummary:
     def failed(self) -> int:
         return sum(self.counts.get(s, 0) for s in FAILED)
 
+    @property
+    def too_short(self) -> bool:
+        """The median task is too short for speedup to mean anything: overhead dominates."""
+        return self.median_task_s is not None \
+            and self.median_task_s < TOO_SHORT_FACTOR * ITEM_OVERHEAD_S
+
+    def speed_text(self) -> str:
+        """`speedup 1.9×`, or why a speedup would mislead for microsecond tasks."""
+        if self.too_short and self.median_task_s is not None:
+            return (f"median task {self.median_task_s * 1e6:.0f} µs, under {TOO_SHORT_FACTOR}× "
+                    f"the ~{ITEM_OVERHEAD_S * 1e6:.0f} µs overhead per task: speedup not "
+                    "meaningful; give each task more work")
+        return f"speedup {self.speedup:.1f}×"
+
     def line(self) -> str:
-        """`1000 tasks · 998 ok · 2 failed · 12.3 s · speedup 1.9×`"""
+        """`1000 tasks · 998 ok · 2 failed (2 error) · 12.3 s · speedup 1.9×`"""
         parts = [f"{self.tasks} tasks", f"{self.counts.get('ok', 0)} ok"]
         if self.resumed:
             parts.append(f"{self.resumed} resumed from the checkpoint")
         if self.failed:
-            detail = ", ".join(f"{self.counts[s]} {s}" for s in FAILED if self.counts.get(s))
-            parts.append(f"{self.failed} failed ({detail})")
-        pending = self.counts.get("pending", 0)
-        if pending:
-            parts.append(f"{pending} pending")
-        parts += [f"{self.wall_s:.1f} s", f"speedup {self.speedup:.1f}×"]
+            parts.append(f"{self.failed} failed ({failure_detail(self.counts)})")
+        for status in ("cancelled", "pending"):
+            if self.counts.get(status):
+                parts.append(f"{self.counts[status]} {status}")
+        parts += [f"{self.wall_s:.1f} s", self.speed_text()]
         return " · ".join(parts)
 
     def _repr_html_(self) -> str:
@@ -192,16 +304,24 @@ class RunSummary:
         return summary_html(self)
 
     def __str__(self) -> str:
-        lines = [self.line(), f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
-                              f"efficiency {self.efficiency:.0%}"]
+        lines = [self.line()]
+        if not self.too_short:
+            lines.append(f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
+                         f"efficiency {self.efficiency:.0%}")
         if len(self.per_engine):
             lines.append(self.per_engine.to_string())
         return "\n".join(lines)
 
 
+def failure_detail(counts: dict[str, int]) -> str:
+    """`2 error, 1 timeout`: the failures by status."""
+    return ", ".join(f"{counts[s]} {s}" for s in FAILED if counts.get(s))
+
+
 def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None = None,
               slowest: int = 5) -> RunSummary:
-    """Wall time, summed task time, speedup, and per engine: tasks, busy share, failures."""
+    """Wall time, summed task time, speedup, and per engine: tasks, busy share, failures
+    (cancelled tasks count as tasks, not as failures)."""
     counts: dict[str, int] = {}
     per_engine: dict[int, dict] = {}
     for r in records:
@@ -209,17 +329,21 @@ def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None
         if r.engine is None or r.resumed:  # never ran, or ran in an earlier run
             continue
         row = per_engine.setdefault(r.engine, {"host": r.host, "tasks": 0, "failed": 0,
-                                               "busy_s": 0.0})
+                                               "cancelled": 0, "busy_s": 0.0})
         row["tasks"] += 1
         row["failed"] += r.failed
+        row["cancelled"] += r.status == "cancelled"
         row["busy_s"] += r.duration_s or 0.0
     table = pd.DataFrame.from_dict(per_engine, orient="index",
-                                   columns=["host", "tasks", "failed", "busy_s"])
+                                   columns=["host", "tasks", "failed", "cancelled", "busy_s"])
     table.index.name = "engine"
     table = table.sort_index()
     table["utilisation"] = table["busy_s"] / wall_s if wall_s > 0 else 0.0
-    table["failure_rate"] = (table["failed"] / table["tasks"]).where(table["tasks"] > 0, 0.0)
+    ran = table["tasks"] - table["cancelled"]
+    table["failure_rate"] = (table["failed"] / ran).where(ran > 0, 0.0)
     timed = [r for r in records if r.duration_s is not None and not r.resumed]
+    median = statistics.median(r.duration_s for r in timed if r.status == "ok") \
+        if any(r.status == "ok" for r in timed) else None
     timed.sort(key=lambda r: r.duration_s, reverse=True)
     slow = pd.DataFrame({"task": [r.task for r in timed[:slowest]],
                          "duration_s": [r.duration_s for r in timed[:slowest]],
@@ -229,4 +353,4 @@ def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None
                       resumed=sum(r.resumed for r in records),
                       task_s=float(table["busy_s"].sum()) if len(table) else 0.0,
                       engines=engines_used if engines_used is not None else len(table),
-                      per_engine=table, slowest=slow)
+                      per_engine=table, slowest=slow, median_task_s=median)

@@ -7,23 +7,21 @@ the full tracebacks. HTML: the same rows, each error a `<details>` that opens on
 from __future__ import annotations
 
 import html
-import reprlib
 
 import pandas as pd
 
+from .fmt import short_repr
 from .records import error_text
 
 MAX_ROWS = 20
 TRACEBACKS_HINT = "full tracebacks: pp_notebook.last_run().errors()"
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
 
 
 class FailureReport:
-    """The failed tasks of a run (not the cancelled ones), at most MAX_ROWS of them."""
+    """The failed tasks of a run (`run.errors()`), at most MAX_ROWS of them."""
 
     def __init__(self, errors: pd.DataFrame) -> None:
-        self.errors = errors[errors["status"] != "cancelled"]
+        self.errors = errors
 
     def __bool__(self) -> bool:
         return len(self.errors) > 0
@@ -35,8 +33,8 @@ class FailureReport:
     def _rows(self) -> pd.DataFrame:
         rows = self.errors.head(MAX_ROWS)
         return pd.DataFrame({
-            "task": rows["task"],
-            "item": [_short.repr(item) for item in rows["item"]],
+            "task": rows.index,
+            "item": [short_repr(item, 60) for item in rows["item"]],
             "status": rows["status"],
             "error": [error_text(t, m) or "" for t, m in zip(rows["error_type"], rows["error"])],
             "traceback": rows["traceback"],

@@ -9,34 +9,36 @@ when the engine could not, and handles cancel. Nothing here knows of widgets: vi
 
 from __future__ import annotations
 
+import inspect
+import logging
 import pickle
 import threading
 import time
+import types
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Callable, Iterable, NamedTuple
 
-import cloudpickle
 import ipyparallel as ipp
 import pandas as pd
 
 from . import cluster as cluster_module
 from .checkpoint import Checkpoint
 from .engine import Outcome, forget, run_batch
+from .errors import RunInterrupted
+from .fmt import short_repr
 from .options import RunOptions
-from .records import FAILED, RunSummary, TaskRecord, errors_frame, merged_frame, summarize
-from .shipping import ItemPickler, unpicklable
+from .records import (FAILED, ITEM_OVERHEAD_S, Labels, RunSummary, TaskRecord, errors_frame,
+                      item_label, merged_frame, summarize)
+from .shipping import ItemPickler, dumps, refusal, unpicklable, warn_same_streams
 from .tracebacks import SourceMap
 
 TARGET_BATCH_S = 0.2
 """Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
 a round trip, short enough that the queue's tail spreads over all engines."""
 MIN_BATCH_S = 0.005
-ITEM_OVERHEAD_S = 5e-6
-"""What one item costs beyond its own run time (engine ~3 µs, client ~2 µs, measured): batch
-sizes count it, so that batches of near-instant tasks still spread over the engines."""
 MAX_BATCH = 10_000
 BATCH_BUDGET_S = 1.0
 """An engine starts no new item of a batch after this long; the client requeues the rest."""
@@ -116,6 +118,7 @@ class EngineSnapshot:
     busy_s: float
     running_task: int | None
     running_for_s: float | None
+    running_item: str | None = None  # the running task's item, as a short plain repr
 
 
 class Attempt(NamedTuple):
@@ -148,15 +151,27 @@ class RunSnapshot:
 
     @property
     def failed(self) -> int:
+        """Items that ran and did not succeed (cancelled ones are not failures)."""
         return sum(self.counts.get(s, 0) for s in FAILED)
+
+    @property
+    def cancelled(self) -> int:
+        return self.counts.get("cancelled", 0)
+
+    @property
+    def completed(self) -> int:
+        """Items that ran to an end, ok or failed: what progress shows as done."""
+        return self.finished - self.cancelled
 
 
 class Run:
     """Items mapped over the cluster's engines. Returned at once by `pp_notebook.map`."""
 
     def __init__(self, fn: Callable, items: Iterable, options: RunOptions | None = None, *,
-                 cluster: cluster_module.KernelCluster | None = None) -> None:
+                 cluster: cluster_module.KernelCluster | None = None,
+                 labels: Labels | None = None) -> None:
         self.options = options = options if options is not None else RunOptions()
+        self._labels = labels
         try:
             items = list(items)
         except TypeError:
@@ -196,6 +211,8 @@ class Run:
         self._no_engines_since: float | None = None
         self._controller_checked = 0.0
         self._done = threading.Event()
+        self._done_callbacks: list[Callable[[Run], Any]] = []
+        self._callbacks_lock = threading.Lock()
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._ended_mono: float | None = None
@@ -215,7 +232,8 @@ class Run:
         """Block until every item has ended (or `timeout` s); True when done.
 
         A KeyboardInterrupt (the notebook's stop button) cancels the run, keeps every
-        finished result, and is raised again once the engines have stopped.
+        finished result, and raises RunInterrupted (a KeyboardInterrupt) once the engines
+        have stopped, so an interrupted cell ends as an interrupted cell.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -225,30 +243,65 @@ class Run:
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(CANCEL_GRACE_S * 2)
-            raise
+            raise RunInterrupted(self.interrupted_text(), self) from None
         return True
+
+    def interrupted_text(self, where: str = "pp_notebook.last_run().result()") -> str:
+        """What an interrupt left: how many items ended, how many were cancelled, and where
+        the kept results are."""
+        snap = self.snapshot()
+        return (f"the run was interrupted: {snap.finished - snap.cancelled} of {snap.total} "
+                f"tasks had ended and are kept, {snap.cancelled} are marked `cancelled`; "
+                f"the results so far: {where}")
 
     def cancel(self) -> None:
         """Drop queued items, interrupt running ones; finished results stay."""
         self._cancel_requested = True
         self._events.put(None)
 
-    def result(self) -> pd.DataFrame:
-        """The merged DataFrame, in input order (rows of unfinished items say `pending`)."""
+    def add_done_callback(self, fn: Callable[[Run], Any]) -> None:
+        """Call `fn(run)` once the run has ended (at once if it has), as futures do. It runs
+        on the scheduling thread: keep it short."""
+        with self._callbacks_lock:
+            if not self.done:
+                self._done_callbacks.append(fn)
+                return
+        _call(fn, self)
+
+    def result(self, timeout: float | None = None, *, wait: bool = True) -> pd.DataFrame:
+        """The merged DataFrame, in input order, once the run has ended.
+
+        Blocks like `concurrent.futures.Future.result()`: `timeout` seconds at most, then
+        TimeoutError. `wait=False` gives the live partial frame at once (unfinished items say
+        `pending`). An interrupt while waiting cancels the run and raises RunInterrupted.
+        """
+        if wait:
+            self._wait_or_raise(timeout)
         validate = self.options.validate
         schema = validate if isinstance(validate, dict) else None
-        return merged_frame(self.records, schema)
+        return merged_frame(self.records, schema, self._labels)
 
-    def errors(self) -> pd.DataFrame:
-        """One row per failed item, with its error type, message and traceback."""
+    def errors(self, timeout: float | None = None, *, wait: bool = True) -> pd.DataFrame:
+        """One row per failed item, with its error type, message and traceback; waits for the
+        run to end, as `result()` does (cancelled items are not failures and are not here)."""
+        if wait:
+            self._wait_or_raise(timeout)
         return errors_frame(self.records)
 
+    def _wait_or_raise(self, timeout: float | None) -> None:
+        if not self.wait(timeout):
+            raise TimeoutError(f"the run did not end within {timeout:g} s "
+                               f"({self.snapshot().finished} of {len(self.records)} tasks "
+                               "have ended); result(wait=False) gives the rows so far")
+
     def summary(self) -> RunSummary:
-        """Wall time, summed task time, speedup, and per engine utilisation and failures."""
+        """Wall time, summed task time, speedup, and per engine utilisation and failures, of the
+        run so far (it does not wait)."""
         return summarize(self.records, self.elapsed_s, self._peak_engines or None)
 
     def plot(self) -> Any:
-        """A matplotlib Figure: each engine's task timeline and the duration histogram."""
+        """A matplotlib Figure: each engine's task timeline and the duration histogram, of the
+        run so far (it does not wait)."""
         from .plots import plot_run
         return plot_run(self)
 
@@ -295,7 +348,9 @@ class Run:
                 state=label, done=state.done, failed=state.failed, busy_s=state.busy_s,
                 running_task=running.indices[0] if running is not None else None,
                 running_for_s=(now - running.started) if running is not None
-                and running.started is not None else None))
+                and running.started is not None else None,
+                running_item=short_repr(self.records[running.indices[0]].item)
+                if running is not None else None))
         return RunSnapshot(total=len(self.records), counts=dict(self._counts),
                            retried=self._retried, elapsed_s=self.elapsed_s, done=self.done,
                            engines=tuple(engines), attempts=tuple(self._attempts),
@@ -304,8 +359,9 @@ class Run:
     def __repr__(self) -> str:
         snap = self.snapshot()
         state = "done" if snap.done else "running"
-        return (f"<Run {state}: {snap.finished}/{snap.total} finished, "
-                f"{snap.failed} failed, {snap.elapsed_s:.1f} s>")
+        cancelled = f", {snap.cancelled} cancelled" if snap.cancelled else ""
+        return (f"<Run {state}: {snap.completed}/{snap.total} finished, "
+                f"{snap.failed} failed{cancelled}, {snap.elapsed_s:.1f} s>")
 
     # -- the scheduling thread ---------------------------------------------------------
 
@@ -333,8 +389,12 @@ class Run:
                 self._ended_mono = time.monotonic()
             if self._checkpoint is not None:
                 self._checkpoint.close()
-            self._done.set()
+            with self._callbacks_lock:
+                self._done.set()
+                callbacks, self._done_callbacks = self._done_callbacks, []
             self._clean_up()
+            for callback in callbacks:
+                _call(callback, self)
 
     def _await_replacements(self) -> None:
         """Return the cluster whole: wait (bounded) for engines started in place of dead ones."""
@@ -583,11 +643,11 @@ class Run:
             record.attempts -= 1  # an interrupt that was not meant for it: run it again
             self._queue.appendleft(index)
             return
-        state.done += 1
+        state.done += status != "cancelled"  # an interrupted task did not get done
         if status == "ok":
             self._finish(record, status, value=value)
             return
-        state.failed += 1
+        state.failed += status in FAILED
         self._finish(record, status, value=value, error_type=error_type, error=error,
                      traceback=self._sources.repair(traceback))
 
@@ -596,7 +656,7 @@ class Run:
                 traceback: str | None = None, retry: bool = True) -> None:
         """Give a record its end, or requeue it while it has retries left."""
         record.error_type, record.error, record.traceback = error_type, error, traceback
-        if retry and status in FAILED and status != "cancelled" \
+        if retry and status in FAILED \
                 and record.attempts <= self.options.retries and not self._cancelling:
             self._retried += 1
             self._queue.append(record.task)
@@ -725,6 +785,14 @@ class Run:
             state.inflight.clear()
 
 
+def _call(callback: Callable[[Run], Any], run: Run) -> None:
+    """A done-callback's error is logged, as concurrent.futures does; the run is not hurt."""
+    try:
+        callback(run)
+    except Exception:
+        logging.getLogger(__name__).exception("a done-callback of %r raised", run)
+
+
 def _outcomes_of(future: Any) -> list[Outcome]:
     try:
         raw = future.get(0)
@@ -744,19 +812,39 @@ def _outcomes_of(future: Any) -> list[Outcome]:
 
 
 def _pickle_payload(fn: Callable, validate: Any) -> bytes:
+    """The task function and validator, pickled once; process-local state they capture (an
+    open file, a lock, a connection) is refused, naming the captured name."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    label = getattr(fn, "__qualname__", type(fn).__name__)
+    captured = _captured(fn)
+    warn_same_streams({name: (value, f"captured by {label}")
+                       for name, value in captured.items()}, "item")
     try:
-        return cloudpickle.dumps((fn, validate), protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps((fn, validate))
     except Exception as exc:
-        culprits = unpicklable({"validator": validate, "function": fn})
-        name = next(iter(culprits), "function")
-        obj = validate if name == "validator" else fn
-        label = getattr(obj, "__qualname__", type(obj).__name__)
-        raise TypeError(
-            f"the task {name} {label!r} cannot be sent to the engines: {exc}. It may capture "
-            "something that cannot be pickled (an open file, a lock, a connection): create "
-            "that inside the function instead.") from None
+        culprits = unpicklable(captured)
+        if culprits:
+            problems = "; ".join(refusal(name, f"captured by {label}", error)
+                                 for name, error in culprits.items())
+        else:
+            culprits = unpicklable({"validate": validate, label: fn})
+            problems = "; ".join(refusal(name, "the task function" if name == label
+                                         else "the validator", error)
+                                 for name, error in culprits.items()) or str(exc)
+        raise TypeError(f"cannot send to the engines: {problems}. Create it inside the "
+                        "function instead (open the file, the connection or the lock "
+                        "there)") from None
+
+
+def _captured(fn: Callable) -> dict[str, Any]:
+    """The values a function reads from its closure and its module's globals."""
+    try:
+        found = inspect.getclosurevars(fn)
+    except TypeError:  # a builtin, a callable object, a functools.partial
+        return {}
+    return {name: value for name, value in {**found.globals, **found.nonlocals}.items()
+            if not isinstance(value, types.ModuleType)}
 
 
 def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries: int = 0,
@@ -780,4 +868,4 @@ def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries:
     options = RunOptions(timeout=timeout, retries=retries, batch=batch, validate=validate,
                          checkpoint=checkpoint, key=key, speculate=speculate,
                          concurrency=concurrency, memory_limit=memory_limit)
-    return Run(fn, items, options)
+    return Run(fn, items, options, labels=item_label)

@@ -1,25 +1,118 @@
-"""Pickling what goes to the engines: many small items fast, and naming what cannot go.
+"""Pickling what goes to the engines: many small items fast, refusing process-local state, and
+naming what cannot go.
 
-Callers pickle everything together once (the usual, fast path) and ask `unpicklable` only
-when that failed, to name each culprit in their error message.
+Every pickler here refuses objects whose state belongs to this process (an open file and its
+position, a socket, a lock, a generator, a database connection, ...): a copy on each engine
+would behave differently on each, silently. Callers pickle everything together once (the
+usual, fast path) and ask `unpicklable` only when that failed, to name each culprit.
 """
 
 from __future__ import annotations
 
 import io
+import mmap
+import multiprocessing.connection
+import multiprocessing.pool
+import multiprocessing.process
+import multiprocessing.queues
+import multiprocessing.synchronize
 import pickle
+import queue
+import random
+import socket
+import sqlite3
+import subprocess
+import threading
+import types
+import warnings
 from typing import Any, Mapping
 
 import cloudpickle
+import numpy as np
+
+from .errors import SameRandomStream
+
+_PROCESS_LOCAL: tuple[tuple[tuple[type, ...], str, str], ...] = (
+    ((io.IOBase,), "an open file or stream", "its position and buffer"),
+    ((socket.socket,), "a socket", "its connection"),
+    ((types.GeneratorType, types.AsyncGeneratorType),
+     "a generator", "how far it has run"),
+    ((types.CoroutineType,), "a coroutine", "how far it has run"),
+    ((type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
+      threading.Semaphore, threading.Barrier, threading.Thread, queue.Queue),
+     "a threading primitive", "who holds it and who waits"),
+    ((multiprocessing.synchronize.SemLock, multiprocessing.synchronize.Condition,
+      multiprocessing.synchronize.Event, multiprocessing.synchronize.Barrier,
+      multiprocessing.queues.Queue, multiprocessing.pool.Pool,
+      multiprocessing.process.BaseProcess, multiprocessing.connection.Connection),
+     "a multiprocessing primitive", "its handles to other processes"),
+    ((sqlite3.Connection, sqlite3.Cursor), "a database connection", "its session"),
+    ((subprocess.Popen,), "a subprocess handle", "its child process"),
+    ((mmap.mmap,), "a memory map", "its mapping and position"),
+)
+
+
+def process_local(obj: Any) -> tuple[str, str] | None:
+    """What `obj` is and which state of this process it holds, as
+    `("a socket", "its connection")`, or None when it can travel."""
+    for types_, what, state in _PROCESS_LOCAL:
+        if isinstance(obj, types_):
+            return what, state
+    if "connection" in type(obj).__name__.lower() and not isinstance(obj, type) \
+            and all(callable(getattr(obj, name, None)) for name in ("cursor", "commit")):
+        return "a database connection", "its session"  # any DB-API 2 driver's connection
+    return None
+
+
+def warn_same_streams(named: Mapping[str, tuple[Any, str]], seed: str) -> None:
+    """Warn, before the run, of each random generator among {name: (value, where)}: every
+    engine gets a copy in the same state and draws the same numbers."""
+    for name, (value, where) in named.items():
+        if isinstance(value, (random.Random, np.random.Generator, np.random.RandomState)):
+            warnings.warn(SameRandomStream(
+                f"`{name}` ({where}, {type(value).__name__}) is a random generator: every "
+                "engine gets a copy in the same state and draws the same numbers. Seed one "
+                f"from the item in the task instead, e.g. `rng = numpy.random.default_rng("
+                f"{seed})`"), stacklevel=3)
+
+
+class ProcessLocalState(TypeError):
+    """An object that holds state of this process was about to be sent to the engines."""
+
+    def __init__(self, obj: Any, what: str, state: str) -> None:
+        self.obj, self.what, self.state = obj, what, state
+        super().__init__(f"{type(obj).__name__} is {what}: {self.why}")
+
+    @property
+    def why(self) -> str:
+        return (f"it holds state of this process ({self.state}), so each engine would work on "
+                "a copy of its own and results would depend on scheduling")
+
+
+class _GuardedPickler(cloudpickle.Pickler):
+    """cloudpickle, refusing process-local objects wherever they sit in the object graph."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        found = process_local(obj)
+        if found is not None:
+            raise ProcessLocalState(obj, *found)
+        return super().reducer_override(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle.dumps, refusing process-local state with ProcessLocalState."""
+    buffer = io.BytesIO()
+    _GuardedPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 class ItemPickler:
-    """cloudpickle's `dumps`, three times faster for many small objects: one Pickler is
-    reused (memo cleared between objects) instead of built for each. Not thread-safe."""
+    """`dumps` three times faster for many small objects: one Pickler is reused (memo
+    cleared between objects) instead of built for each. Not thread-safe."""
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
-        self._pickler = cloudpickle.Pickler(self._buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pickler = _GuardedPickler(self._buffer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def dumps(self, obj: Any) -> bytes:
         self._buffer.seek(0)
@@ -30,11 +123,19 @@ class ItemPickler:
 
 
 def unpicklable(named: Mapping[str, Any]) -> dict[str, Exception]:
-    """{name: the error cloudpickle raised} for each object of `named` that cannot be pickled."""
+    """{name: the error pickling raised} for each object of `named` that cannot be sent."""
     found = {}
     for name, obj in named.items():
         try:
-            cloudpickle.dumps(obj)
+            dumps(obj)
         except Exception as exc:
             found[name] = exc
     return found
+
+
+def refusal(name: str, where: str, error: Exception) -> str:
+    """One clause for a value that cannot go, in one form for every kind: `name` (where), why.
+    Callers add what to do."""
+    if isinstance(error, ProcessLocalState):
+        return f"`{name}` ({where}, {type(error.obj).__name__}) is {error.what}: {error.why}"
+    return f"`{name}` ({where}) cannot be pickled: {error}"

@@ -13,7 +13,27 @@ import re
 import types
 from typing import Any, Iterable
 
+from IPython import get_ipython
+
 _DYNAMIC_FRAME = re.compile(r'^  File "<dynamic-code>", line (\d+), in (.+)$', re.MULTILINE)
+_LOCATION = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def cell_label(filename: str) -> str | None:
+    """`Cell In[12]` for a notebook cell's file (IPython's own name for it), else None."""
+    shell = get_ipython()
+    named = shell.compile.format_code_name(filename) if shell is not None else None
+    return f"{named[0]} {named[1]}" if named else None
+
+
+def relabel(text: str) -> str:
+    """`File "/tmp/ipykernel_7/123.py", line 3` → `Cell In[12], line 3`, as IPython shows a
+    cell's lines; other files stay as they are."""
+    def location(match: re.Match) -> str:
+        label = cell_label(match.group(1))
+        return f"{label}, line {match.group(2)}" if label else match.group(0)
+
+    return _LOCATION.sub(location, text)
 
 
 class SourceMap:
@@ -61,9 +81,12 @@ class SourceMap:
         return None
 
     def repair(self, text: str | None) -> str | None:
-        """Rewrite the "<dynamic-code>" frames of a formatted traceback."""
-        if not text or "<dynamic-code>" not in text:
+        """Rewrite the "<dynamic-code>" frames of a formatted traceback, and name notebook
+        cells as IPython does (`Cell In[12], line 3, in f`)."""
+        if not text:
             return text
+        if "<dynamic-code>" not in text:
+            return relabel(text)
 
         def frame(match: re.Match) -> str:
             lineno, name = int(match.group(1)), match.group(2)
@@ -71,7 +94,8 @@ class SourceMap:
             if filename is None:
                 return match.group(0)
             source = linecache.getline(filename, lineno).strip()
-            head = f'  File "{filename}", line {lineno}, in {name}'
+            where = cell_label(filename) or f'File "{filename}"'
+            head = f'  {where}, line {lineno}, in {name}'
             return f"{head}\n    {source}" if source else head
 
-        return _DYNAMIC_FRAME.sub(frame, text)
+        return relabel(_DYNAMIC_FRAME.sub(frame, text))

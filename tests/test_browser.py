@@ -2,7 +2,8 @@
 
 JupyterLab runs on a free localhost port with a token and throwaway config, runtime, settings
 and workspace folders; it runs the quickstart notebook (a `%%parallel` sweep of 41 items, one
-failing, with the dashboard, the DataFrame and `run.plot()`), which stops its cluster. JupyterLab, its kernel, the
+failing, with the dashboard, the DataFrame and `run.plot()`), which stops its cluster; and a
+notebook whose "Run All" is interrupted during a `%%parallel` cell. JupyterLab, its kernel, the
 kernel's cluster and the browser are stopped even when the test fails.
 """
 
@@ -13,13 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-import psutil
+import nbformat
 import pytest
+from helpers import Descendants
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,8 +30,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TOKEN = "pp-notebook-browser-test"
 QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"no chromium at {CHROMIUM}: run `make browser`")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"no chromium at {CHROMIUM}: run `make system` (`make test` runs it too)")
 
 
 def _free_port() -> int:
@@ -55,50 +57,6 @@ def _write_settings(settings: Path) -> None:
         path.write_text(json.dumps(values))
 
 
-class _Descendants:
-    """Every process started under `pid` while the test runs, recorded by pid and start time
-    (a kernel's engines outlive it briefly, detached from it once it stops them)."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.seen: dict[tuple[int, float], psutil.Process] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            self.record()
-
-    def record(self) -> None:
-        try:
-            for child in self.root.children(recursive=True):
-                self.seen.setdefault((child.pid, child.create_time()), child)
-        except psutil.Error:
-            pass
-
-    def end_survivors(self, timeout: float = 10) -> None:
-        """Stop watching; give the recorded processes `timeout` s to exit, then kill them."""
-        self._stop.set()
-        self._thread.join()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(map(_running, self.seen.values())):
-            time.sleep(0.1)
-        for process in filter(_running, self.seen.values()):
-            try:
-                process.kill()  # psutil checks pid and start time: never a reused pid
-            except psutil.NoSuchProcess:
-                pass
-
-
-def _running(process: psutil.Process) -> bool:
-    """Alive and not a zombie (this machine's init may not reap orphans at once)."""
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture
 def lab(tmp_path):
     """The URL of a JupyterLab server whose root holds demo.ipynb; stopped at the end with
@@ -121,7 +79,7 @@ def lab(tmp_path):
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    descendants = _Descendants(server.pid)
+    descendants = Descendants(server.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -179,6 +137,8 @@ NOTEBOOK_STATE = """() => {
           kernel: kernel ? kernel.connectionStatus + '/' + kernel.status : 'none',
           counts: panel.content.widgets.filter(c => c.model.type === 'code')
                                        .map(c => c.model.executionCount),
+          running: panel.content.widgets.filter(c => c.model.type === 'code')
+                                        .map(c => c.model.executionState === 'running'),
           bars: [...document.querySelectorAll('.widget-hprogress .progress-bar')]
                 .map(bar => bar.style.width)};
 }"""
@@ -242,3 +202,68 @@ def test_dashboard_runs_live_in_jupyterlab_and_leaves_summary_table_and_plot(lab
     assert shot.stat().st_size > 10_000  # a real picture of the widget, not a blank box
     if os.environ.get("PP_UPDATE_SCREENSHOT"):  # refresh README's picture on purpose only
         shutil.copyfile(shot, REPO / "docs" / "dashboard.png")
+
+
+INTERRUPTED_CELLS = [
+    "%load_ext pp_notebook\n%pp start 2",
+    "%%parallel x in range(8) --batch 1 -o part\nimport time\nif x >= 2:\n"
+    "    time.sleep(60)\nx",
+    'print("after", len(part))',
+    "x = 1",
+]
+
+KERNEL_EXECUTE = """async (code) => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const future = kernel.requestExecute({code, store_history: false});
+  let text = '';
+  future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
+  const reply = await future.done;
+  return {status: reply.content.status, text};
+}"""
+
+
+def test_interrupting_a_parallel_cell_stops_run_all_there(lab, page, tmp_path):
+    """The stop button during a `%%parallel` cell of "Run All": that cell ends with
+    RunInterrupted, the cells after it do not run, and what finished is kept in `part`."""
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(code) for code in INTERRUPTED_CELLS],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}})
+    nbformat.write(notebook, tmp_path / "root" / "interrupted.ipynb")
+    page.goto(f"{lab}/lab/tree/interrupted.ipynb?token={TOKEN}")
+    _wait_for(page, lambda s: s["path"] == "interrupted.ipynb"
+              and s["kernel"] == "connected/idle", 60,
+              "the notebook's kernel to be connected and idle")
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # The dashboard's bar counts finished items: 2 of 8 (items 0 and 1) is 25%.
+    state = _wait_for(page, lambda s: any(w and float(w.rstrip("%")) >= 25 for w in s["bars"]),
+                      60, "items 0 and 1 of the %%parallel cell to end")
+    assert state["counts"][1:] == [None] * 3 and state["running"][1:] == [True] * 3, state
+    # The notebook toolbar's stop button (Lab 4 has no `kernel:interrupt` command).
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
+    # Not the kernel's status alone: Lab shows it idle while a cell with a widget still runs.
+    _wait_for(page, lambda s: s["counts"][1] is not None and not any(s["running"])
+              and s["kernel"] == "connected/idle", 10,
+              "the interrupted cell to end, and the queued cells with it")
+    time.sleep(1)  # were (c) and (d) to run after all, they would have started by now
+    state = page.evaluate(NOTEBOOK_STATE)
+    assert state["counts"] == [1, 2, None, None] and not any(state["running"]), state
+
+    outputs = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets"
+                            ".map(cell => cell.model.toJSON().outputs || [])")
+    errors = [o for o in outputs[1] if o["output_type"] == "error"]
+    assert [e["ename"] for e in errors] == ["RunInterrupted"], outputs[1]
+    assert outputs[2:] == [[], []], outputs[2:]
+    error = page.locator(".jp-Notebook .jp-CodeCell").nth(1).locator(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+        has_text="RunInterrupted")
+    assert error.inner_text().startswith("RunInterrupted: the run was interrupted: 2 of 8 "
+                                         "tasks had ended and are kept, 6 are marked "
+                                         "`cancelled`; the results so far: `part`")
+
+    # The kernel answers at once, holds what finished, and never ran (d).
+    check = page.evaluate(KERNEL_EXECUTE, 'print(part["status"].tolist(), "x" in dir())')
+    assert check == {"status": "ok",
+                     "text": str(["ok"] * 2 + ["cancelled"] * 6) + " False\n"}, check
+    stop = page.evaluate(KERNEL_EXECUTE, "%pp stop")
+    assert stop["status"] == "ok" and "stopped cluster" in stop["text"], stop

@@ -1,12 +1,15 @@
 """The kernel's one cluster: status, reuse, scaling, connecting elsewhere, clean exits."""
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import ipyparallel as ipp
 import pytest
+from ipyparallel.cluster import launcher as launcher_module
 
 import pp_notebook as pp
 from pp_notebook import cluster as cluster_module
@@ -124,3 +127,66 @@ def test_engines_and_controller_end_with_the_process_and_on_stop():
     """)
     assert stopped["status"]["running"] is False
     assert wait_until(lambda: not any(pid_alive(p) for p in stopped["pids"]), 15)
+
+
+
+# ipyparallel's LocalProcessLauncher.get_output checks os.path.isfile(log), then removes it:
+# this makes the gap 0.2 s, so two removers at once collide every time (not 1 stop in 9).
+_SLOW_ISFILE = """
+import os, time
+
+class Proxy:  # a module with some attributes replaced
+    def __init__(self, target, **replaced):
+        self._target = target
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+def slow_isfile(path):
+    found = os.path.isfile(path)
+    if found and path.endswith(".log"):
+        time.sleep(0.2)
+    return found
+
+SLOW_OS = Proxy(os, path=Proxy(os.path, isfile=slow_isfile))
+"""
+
+
+def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog):
+    """ipyparallel removes a process's log file twice: when the cluster is stopped, and when
+    the launcher hears of the exit, on the loop it was started on. Started from a notebook
+    cell (a loop runs) and stopped where none runs (the kernel's exit, a run's thread), the two
+    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log"."""
+    slow = {}
+    exec(_SLOW_ISFILE, slow)
+    monkeypatch.setattr(launcher_module, "os", slow["SLOW_OS"])
+
+    async def in_a_cell():  # a notebook cell: the kernel's event loop is running
+        return cluster_module._start_local(1)
+
+    async def stop_in_a_cell(handle):
+        handle.shutdown()
+
+    for _ in range(2):
+        asyncio.run(in_a_cell()).shutdown()  # stopped where no event loop runs
+    handle = cluster_module._start_local(1)  # and the other way round: started without one,
+    stopper = threading.Thread(target=lambda: asyncio.run(stop_in_a_cell(handle)))
+    stopper.start()  # stopped from a thread with one
+    stopper.join(60)
+    out, err = capfd.readouterr()
+    assert "Failed to remove" not in out + err + caplog.text
+
+    # the interpreter's exit stops a cluster still running: that too without the message
+    script = _SLOW_ISFILE + textwrap.dedent("""
+        from ipyparallel.cluster import launcher
+        launcher.os = SLOW_OS
+        import asyncio, pp_notebook as pp
+        async def cell():
+            pp.start(1)
+        asyncio.run(cell())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Failed to remove" not in done.stdout + done.stderr, done.stdout + done.stderr

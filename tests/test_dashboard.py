@@ -104,8 +104,8 @@ def test_timeline_memory_stays_fixed_and_accounts_for_all_busy_time(cluster):
     dashboard = Dashboard(run)
     dashboard.wait()  # frames miss most attempts: too many finish between two of them
     engines = run.snapshot().engines
-    assert all(len(ok) == len(bad) == BINS for ok, bad in dashboard.timeline.lanes.values())
-    folded = sum(sum(ok) + sum(bad) for ok, bad in dashboard.timeline.lanes.values())
+    assert all(len(series) == BINS for lane in dashboard.timeline.lanes.values() for series in lane)
+    folded = sum(sum(series) for lane in dashboard.timeline.lanes.values() for series in lane)
     assert folded == pytest.approx(sum(e.busy_s for e in engines), rel=0.05)
     assert len(dashboard.charts.value) < 40_000
     assert sum(dashboard.histogram.ok) + sum(dashboard.histogram.failed) <= 30_000
@@ -145,3 +145,30 @@ Dashboard(run).wait()""",
     tables = [m["state"]["value"] for m in state.values()
               if m["model_name"] == "HTMLModel" and "<th>CPU</th>" in m["state"]["value"]]
     assert len(tables) == 1 and tables[0].count("<tr><td>") == 2
+
+
+def spin(item):
+    import time
+    end = time.perf_counter() + 2.0
+    while time.perf_counter() < end:  # busy: the engine's CPU shows
+        pass
+    return item[0]
+
+
+def test_live_engine_rows_show_plain_items_and_cpu_in_cores(cluster):
+    import re
+
+    import numpy as np
+
+    from conftest import wait_until
+
+    run = pp.map(spin, [(np.float64(0.3), 0.2), (np.float64(0.5), 0.1)], batch=1)
+    dashboard = Dashboard(run).start()
+    try:
+        assert wait_until(lambda: "(0.3, 0.2)" in dashboard.engines.value
+                          and re.search(r"<td>[1-9]\.\d cores</td>|<td>0\.[5-9] cores</td>",
+                                        dashboard.engines.value), 15)
+        assert "np.float64" not in dashboard.engines.value
+    finally:
+        run.cancel()
+        dashboard.stop()

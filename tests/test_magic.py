@@ -8,6 +8,7 @@ import threading
 import time
 
 import cloudpickle
+import numpy as np
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
@@ -165,7 +166,7 @@ def test_an_item_that_does_not_unpack_fails_at_the_header_line(ip):
     df = parallel(ip, "a, b in [(1, 2), 3] --quiet", "a + b")
     assert list(df["status"]) == ["ok", "error"]
     assert df.loc[1, "error"] == "TypeError: cannot unpack non-iterable int object"
-    tb = pp.last_run().errors()["traceback"][0]
+    tb = pp.last_run().errors()["traceback"].iloc[0]
     assert "line 1, in <cell>" in tb and "%%parallel a, b in [(1, 2), 3]" in tb
 
 
@@ -192,8 +193,8 @@ def test_failed_tasks_are_rows_and_their_tracebacks_point_at_the_cell(ip, capsys
     shown = capsys.readouterr().out
     assert "3 tasks · 2 ok · 1 failed" in shown  # the summary line
     assert "ValueError: bad 1" in shown  # the failures table
-    tb = pp.last_run().errors()["traceback"][0]
-    assert '<parallel-cell-' in tb and 'line 4, in <cell>' in tb
+    tb = pp.last_run().errors()["traceback"].iloc[0]
+    assert f"Cell In[{ip.execution_count}], line 4, in <cell>" in tb
     assert "raise ValueError(f'bad {x}')" in tb  # the cell's own source line
     assert "run_batch" not in tb and "<dynamic-code>" not in tb
 
@@ -247,17 +248,25 @@ def test_background_without_out_makes_the_run_the_cell_result(ip):
     assert isinstance(run, pp.Run) and run.wait(30)
 
 
-def test_the_stop_button_keeps_finished_results_and_says_so(ip, capsys):
+def test_an_interrupt_keeps_finished_results_then_ends_the_cell_as_interrupted(ip, capsys):
     timer = threading.Timer(1.5, _thread.interrupt_main)
     timer.start()
     try:
-        df = parallel(ip, "x in range(6) --batch 1 --no-widget",
-                      "import time\nif x >= 2:\n    time.sleep(30)\nx")
+        outcome = ip.run_cell("%%parallel x in range(6) --batch 1 --no-widget -o stopped\n"
+                              "import time\nif x >= 2:\n    time.sleep(30)\nx")
     finally:
         timer.cancel()
+    error = outcome.error_in_exec  # the cell failed, as an interrupted plain cell does
+    assert isinstance(error, pp.RunInterrupted) and isinstance(error, KeyboardInterrupt)
+    assert "2 of 6 tasks had ended" in str(error) and "4 are marked `cancelled`" in str(error)
+    assert "`stopped`" in str(error) and error.run is pp.last_run()
+    df = ip.user_ns["stopped"]  # bound before the cell ended
     assert list(df["status"]) == ["ok", "ok"] + ["cancelled"] * 4
     assert list(df["result"].iloc[:2]) == [0, 1]
-    assert "Stopped: 2 of 6 tasks had ended; 4 were cancelled" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "6 tasks · 2 ok · 4 cancelled" in shown.out  # the summary, before the error
+    assert "failed" not in shown.out
+    assert pp.last_run().errors().empty  # cancelled is not failed
 
 
 # -- bad input: a clear message, nothing submitted ----------------------------------------
@@ -292,7 +301,8 @@ def test_bad_input_is_a_usage_error_naming_the_culprit_and_nothing_runs(
 
 def test_an_unshippable_value_gets_a_hint_to_create_it_in_the_cell(ip):
     define(ip, "import threading\nguard = threading.Lock()")
-    with pytest.raises(UsageError, match=r"`guard`.*cannot pickle.*Create it inside the cell"):
+    with pytest.raises(UsageError, match=r"`guard` \(line 2, lock\) is a threading primitive"
+                                         r".*Create it inside the cell"):
         parallel(ip, "x in range(2)", "with guard:\n    x")
 
 
@@ -352,3 +362,88 @@ def test_pp_scale_auto_makes_the_cluster_follow_the_work_and_a_number_fixes_it(i
     finally:
         ip.run_line_magic("pp", "scale 2")
     assert pp.status()["adaptive"] is None and "(local): 2 engines" in capsys.readouterr().out
+
+
+# -- notebook semantics ---------------------------------------------------------------------
+
+def test_a_read_mode_file_is_refused_before_anything_runs(ip, tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("line one\nline two\n")
+    before = pp.last_run()
+    with open(path) as reader:
+        ip.user_ns["reader"] = reader
+        try:
+            with pytest.raises(UsageError, match=r"`reader` \(line 2, TextIOWrapper\) is an open "
+                                                 r"file.*depend on scheduling.*nothing was run"):
+                parallel(ip, "x in range(4)", "reader.readline()")
+        finally:
+            del ip.user_ns["reader"]
+    assert pp.last_run() is before
+
+
+def test_a_generator_is_fine_as_the_iterable_but_not_as_a_shipped_name(ip):
+    define(ip, "pending = (i for i in range(3))")
+    with pytest.raises(UsageError, match=r"`pending` \(line 2, generator\) is a generator"):
+        parallel(ip, "x in range(2)", "next(pending)")
+    df = parallel(ip, "x in (i * 2 for i in range(3)) --quiet", "x + 1")
+    assert list(df["result"]) == [1, 3, 5]
+
+
+def test_a_shipped_random_generator_is_warned_of(ip):
+    define(ip, "import numpy\nrng = numpy.random.default_rng(0)")
+    with pytest.warns(pp.SameRandomStream, match="default_rng\\(x\\)"):
+        df = parallel(ip, "x in range(6) --batch 1 --quiet", "rng.random()")
+    first = np.random.default_rng(0).random()
+    # what the warning is about: each engine's first draw is the same number
+    assert (df.groupby("engine")["result"].first() == first).all()
+
+
+def test_the_merged_frame_leads_with_the_header_names_and_the_result(ip):
+    df = parallel(ip, "beta, gamma in [(1, 0.5), (2, 0.0), (3, 0.25)] --quiet",
+                  "{'n': int(beta / gamma)}")
+    assert list(df.columns) == ["beta", "gamma", "n", "status", "engine", "host", "duration_s",
+                                "attempts", "error"]
+    assert df.index.name == "task" and list(df.index) == [0, 1, 2]
+    assert list(df["beta"]) == [1, 2, 3] and str(df["beta"].dtype) == "int64"
+    assert str(df["n"].dtype) == "Int64" and df["n"].isna().tolist() == [False, True, False]
+    assert df.loc[1, "error"].startswith("ZeroDivisionError")
+    assert df["error"].isna().tolist() == [True, False, True]
+    assert list(pp.last_run().errors().index) == [1]
+
+
+def test_a_row_series_target_is_not_a_column(ip):
+    define(ip, "import pandas\nframe = pandas.DataFrame({'v': [10, 20]})")
+    df = parallel(ip, "i, row in frame.iterrows() --quiet", "{'double': row['v'] * 2}")
+    assert list(df.columns[:2]) == ["i", "double"] and "row" not in df.columns
+
+
+def test_task_tracebacks_name_notebook_cells_as_ipython_does(ip):
+    define(ip, "def helper(v):\n    return 1 / v")
+    defined_in = ip.execution_count
+    parallel(ip, "x in range(2) --quiet", "y = x\nhelper(y)")
+    tb = pp.last_run().errors()["traceback"].iloc[0]
+    assert f"Cell In[{defined_in}], line 2, in helper" in tb and "return 1 / v" in tb
+    assert f"Cell In[{ip.execution_count}], line 3, in <cell>" in tb and "helper(y)" in tb
+    assert "File " not in tb.split("Traceback")[-1].split("helper(y)")[0]
+
+
+def test_the_help_starts_with_the_usage_line(ip):
+    assert ip.find_cell_magic("parallel").__doc__.startswith(
+        "%%parallel TARGET in ITERABLE [options]")
+    assert ip.find_line_magic("pp").__doc__.startswith("%pp ")
+    assert "::" not in ip.find_cell_magic("parallel").__doc__.splitlines()[0]
+
+
+def test_the_background_line_says_when_the_run_has_finished(ip, capsys):
+    run = parallel(ip, "x in range(3) --background --no-widget -o bg", "x")
+    assert run is None and ip.user_ns["bg"].wait(30)
+    seen: list[str] = []
+
+    def finished():
+        seen.append(capsys.readouterr().out)
+        return "have finished" in "".join(seen)
+
+    assert wait_until(finished, 10)
+    text = "".join(seen)
+    assert "3 tasks running in the background as `bg`" in text
+    assert "3 tasks ran in the background as `bg` and have finished: 3 tasks · 3 ok" in text

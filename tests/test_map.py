@@ -1,5 +1,6 @@
 """The parallel map on a real local cluster: isolation, merging, batching, bad input."""
 
+import _thread
 import sys
 import threading
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 import pp_notebook as pp
+from conftest import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -22,12 +24,13 @@ def test_results_come_back_in_input_order_with_metadata(cluster):
     run = pp.map(square_or_fail, range(20))
     assert run.wait(60)
     df = run.result()
-    assert list(df["task"]) == list(range(20))
+    assert list(df.index) == list(range(20)) and df.index.name == "task"
     ok = df[df.status == "ok"]
     assert list(ok["y"]) == [x * x for x in ok["x"]]
     assert set(df["engine"].dropna()) <= set(cluster.live_ids()) | {0, 1}
     assert (df["duration_s"] >= 0).all()
-    assert {"task", "status", "engine", "host", "duration_s", "attempts", "error"} <= set(df)
+    assert list(df.columns) == ["item", "x", "y", "status", "engine", "host", "duration_s",
+                                "attempts", "error"]
 
 
 def test_a_failing_item_keeps_its_error_and_its_neighbours_results(cluster):
@@ -35,7 +38,7 @@ def test_a_failing_item_keeps_its_error_and_its_neighbours_results(cluster):
     run.wait(60)
     df = run.result()
     failed = df[df.status == "error"]
-    assert list(failed["task"]) == [3, 8, 13, 18]
+    assert list(failed.index) == [3, 8, 13, 18]
     assert failed["error"].iloc[0] == "ValueError: item 3 is bad"
     assert (df[df.status == "ok"]["y"].notna()).all() and len(df[df.status == "ok"]) == 16
     errors = run.errors()
@@ -50,7 +53,7 @@ def test_ten_thousand_tiny_tasks_arrive_complete_and_in_order(cluster):
     assert run.wait(120)
     df = run.result()
     assert len(df) == 10_000
-    assert (df["result"] == df["task"] * 2).all()
+    assert (df["result"] == df.index * 2).all()
     assert (df["status"] == "ok").all()
     assert df["attempts"].max() == 1
 
@@ -85,7 +88,7 @@ def test_merge_rules_for_every_kind_of_result(cluster):
     run = pp.map(mixed, range(6))
     run.wait(30)
     df = run.result()
-    assert list(df["task"]) == [0, 1, 2, 2, 3, 4, 5]
+    assert list(df.index) == [0, 1, 2, 2, 3, 4, 5]
     assert list(df["a"].iloc[:4]) == [1, 2, 3, 4]
     assert list(df["b"].iloc[:4]) == ["one", "two", "three", "four"]
     assert df["result"].iloc[4] == 42
@@ -130,7 +133,7 @@ def test_an_unpicklable_result_fails_alone(cluster):
 
 def test_an_unpicklable_function_is_refused_before_anything_runs(cluster):
     lock = threading.Lock()
-    with pytest.raises(TypeError, match="cannot be sent to the engines.*lock"):
+    with pytest.raises(TypeError, match="cannot send to the engines: `lock` .*threading"):
         pp.map(lambda x: lock, range(3))
 
 
@@ -172,8 +175,8 @@ def test_validate_callable_marks_wrong_results_invalid(cluster):
                  validate=lambda r: None if r["p"] <= 1 else f"p={r['p']} > 1")
     run.wait(30)
     df = run.result()
-    assert list(df[df.status == "invalid"]["task"]) == [11]
-    assert df.loc[df.task == 11, "error"].item() == "InvalidResult: p=1.1 > 1"
+    assert list(df[df.status == "invalid"].index) == [11]
+    assert df.loc[11, "error"] == "InvalidResult: p=1.1 > 1"
 
 
 def test_validate_schema_checks_on_engines_and_sets_dtypes(cluster):
@@ -183,8 +186,8 @@ def test_validate_schema_checks_on_engines_and_sets_dtypes(cluster):
     run = pp.map(row, range(6), validate={"n": "int64", "score": "float64"})
     run.wait(30)
     df = run.result()
-    assert df.loc[df.task == 4, "status"].item() == "invalid"
-    assert "'n'" in df.loc[df.task == 4, "error"].item()
+    assert df.loc[4, "status"] == "invalid"
+    assert "'n'" in df.loc[4, "error"]
     assert str(df["n"].dtype) == "Int64"  # the invalid row leaves a gap: nullable integer
     assert str(df["score"].dtype) == "float64"
 
@@ -234,3 +237,68 @@ def test_a_function_from_a_module_the_engines_lack_says_how_to_ship_it(cluster, 
                    "register_pickle_by_value" in e for e in errors)
     finally:
         del sys.modules["only_here"]
+
+
+# -- result() waits, like a future ----------------------------------------------------------
+
+def nap(x):
+    import time
+    time.sleep(0.3 if x < 4 else 30)
+    return x
+
+
+def test_result_and_errors_wait_for_the_run_to_end(cluster):
+    run = pp.map(lambda x: __import__("time").sleep(0.2) or x, range(6))
+    df = run.result()  # no wait() first: result() blocks as Future.result() does
+    assert run.done and list(df["status"]) == ["ok"] * 6 and list(df["result"]) == list(range(6))
+    slow = pp.map(lambda x: __import__("time").sleep(0.5) or 1 / (x - 1), range(3))
+    errors = slow.errors()
+    assert slow.done and list(errors.index) == [1]
+
+
+def test_result_with_a_timeout_raises_and_the_partial_frame_stays_available(cluster):
+    run = pp.map(nap, range(6), batch=1)
+    try:
+        with pytest.raises(TimeoutError, match="did not end within 0.5 s"):
+            run.result(timeout=0.5)
+        partial = run.result(wait=False)
+        assert "pending" in set(partial["status"]) and len(partial) == 6
+        assert run.summary().tasks == 6 and not run.done  # neither waits for the run
+        assert run.plot() is not None and not run.done
+    finally:
+        run.cancel()
+        run.wait(30)
+    assert set(run.result()["status"]) <= {"ok", "cancelled"}
+
+
+def test_an_interrupt_while_result_waits_cancels_and_raises_run_interrupted(cluster):
+    run = pp.map(nap, range(8), batch=1)
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(pp.RunInterrupted) as error:
+            run.result()
+    finally:
+        timer.cancel()
+    assert isinstance(error.value, KeyboardInterrupt) and error.value.run is run and run.done
+    statuses = run.result()["status"]
+    assert (statuses == "ok").sum() == 4 and (statuses == "cancelled").sum() == 4
+    assert "4 of 8 tasks had ended" in str(error.value)
+    assert run.errors().empty and run.snapshot().failed == 0
+
+
+def test_a_done_callback_runs_once_the_run_has_ended(cluster):
+    seen = []
+    run = pp.map(lambda x: x, range(3))
+    run.add_done_callback(lambda ended: seen.append(ended.snapshot().finished))
+    run.wait(30)
+    assert wait_until(lambda: seen == [3], 5)
+    run.add_done_callback(lambda ended: seen.append("late"))  # after the end: at once
+    assert seen == [3, "late"]
+
+
+def test_a_run_of_microsecond_tasks_does_not_claim_a_speedup(cluster):
+    run = pp.map(lambda x: x, range(2000))
+    run.wait(60)
+    line = run.summary().line()
+    assert "not meaningful" in line and "speedup 0.0" not in line, line

@@ -208,7 +208,7 @@ def test_a_parallel_cell_runs_on_both_hosts(hosts, ip, capsys):
     df = ip.run_cell_magic(
         "parallel", "x in range(40) --quiet",
         "import socket, time\ntime.sleep(0.02)\n{'y': x * x + offset, 'ran_on': socket.gethostname()}")
-    assert list(df["task"]) == list(range(40))
+    assert list(df.index) == list(range(40))
     assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
     assert list(df["y"]) == [x * x + 1000 for x in range(40)]
     assert set(df["host"]) == {"hostA", "hostB"}
@@ -284,7 +284,7 @@ def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
         hosts.net.set_link(hosts.net.hosts["hostA"], up=True)
 
     df = run.result()
-    assert list(df["task"]) == list(range(60))  # one row per item
+    assert list(df.index) == list(range(60))  # one row per item
     assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
     assert list(df["result"]) == [x * x for x in range(60)]
     on_a = df[df["host"] == "hostA"]
@@ -294,7 +294,7 @@ def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
     # Nothing was charged twice: an item has one attempt, or two when hostA held it alone
     # (then it counts as the likely cause of its engine's loss, and retries=1 runs it again).
     charged = df[df["attempts"] > 1]
-    assert (df["attempts"] <= 2).all() and set(charged["task"]) <= {in_flight}, charged
+    assert (df["attempts"] <= 2).all() and set(charged.index) <= {in_flight}, charged
     assert_on_client_timeline(run)
     assert engine(cut).state == "dead" and engine(other).state != "dead"
 

@@ -7,12 +7,11 @@ is recorded after each cell; whatever is still alive at the end is killed by tho
 the test fails), so a broken run cannot leave engines behind.
 """
 
-import json
-import sys
 
 import nbformat
 import psutil
 import pytest
+from helpers import this_interpreter_kernel
 from nbclient import NotebookClient
 
 KERNEL = "pp-notebook-e2e"
@@ -44,7 +43,14 @@ y = slow_square(i)
 {"label": label, "y": y, "root": scaler.apply(math.sqrt(y))}'''
 
 FOREGROUND_CHECKS = '''\
-by_task = df.set_index("task")
+import pp_notebook
+by_task = df
+assert list(df.columns) == ["i", "label", "y", "root", "status", "engine", "host", "duration_s",
+                            "attempts", "error"], list(df.columns)
+assert df.index.name == "task" and str(df["i"].dtype) == "int64" and str(df["y"].dtype) == "Int64"
+traceback = pp_notebook.last_run().errors().loc[3, "traceback"]
+assert "Cell In[3], line 4, in slow_square" in traceback, traceback  # as IPython names cells
+assert "Cell In[5], line 2, in <cell>" in traceback, traceback
 assert list(df["status"]) == ["ok"] * 3 + ["error", "ok", "timeout", "ok", "ok"], df["status"]
 assert by_task.loc[3, "error"] == "ValueError: three is unlucky"
 assert by_task.loc[5, "error"].startswith("TaskTimeout")
@@ -71,15 +77,7 @@ CELLS = ["%load_ext pp_notebook", "%pp start 2", DEFINITIONS, "import math", FOR
 
 @pytest.fixture
 def kernel_name(tmp_path, monkeypatch):
-    """A kernelspec running this interpreter, found first through a temporary JUPYTER_PATH."""
-    spec = tmp_path / "jupyter" / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "pp_notebook e2e", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # the cluster's profile, too
-    return KERNEL
+    return this_interpreter_kernel(tmp_path, monkeypatch, KERNEL)
 
 
 def texts(cell) -> str:
@@ -128,6 +126,8 @@ def test_a_notebook_maps_cells_over_its_own_cluster(tmp_path, kernel_name):
     assert "8 tasks · 6 ok · 2 failed (1 error, 1 timeout)" in shown[4]
     assert "ValueError: three is unlucky" in shown[4]  # the failures table
     assert "foreground checks passed" in shown[5]
-    assert "20 tasks running in the background" in shown[6]
+    # the line said "running in the background" and was updated in place once the run ended
+    assert "20 tasks ran in the background as `bg` and have finished: 20 tasks · 20 ok" \
+        in shown[6] and "running in the background" not in shown[6]
     assert "background checks passed" in shown[7]
     assert "stopped cluster" in shown[8]

@@ -46,7 +46,7 @@ def magics():
 class FakeRun:
     """Stands in for Run: keeps what `_submit` built (and lists items as Run does)."""
 
-    def __init__(self, fn, items, options=None):
+    def __init__(self, fn, items, options=None, labels=None):
         try:
             items = list(items)
         except TypeError:
@@ -457,13 +457,13 @@ def check_merge(records):
                         if isinstance(value, (dict, pd.Series)) else ["result"])
     meta = {name: f"pp_{name}" if name in keys else name for name in METADATA_COLUMNS}
     assert set(frame.columns) == set(meta.values()) | keys
-    if not keys & set(METADATA_COLUMNS):
-        assert tuple(frame.columns[:len(METADATA_COLUMNS)]) == METADATA_COLUMNS
+    assert tuple(frame.columns[-len(METADATA_COLUMNS):]) == tuple(meta.values())  # last
+    assert frame.index.name == ("pp_task" if "task" in keys else "task")
     rows = expected_rows(records)
     assert len(frame) == len(rows)
     for position, (record, values) in enumerate(rows):
         row = frame.iloc[position]
-        assert row[meta["task"]] == record.task, (position, record)
+        assert frame.index[position] == record.task, (position, record)
         assert row[meta["status"]] == record.status
         assert _same(row[meta["engine"]], record.engine)
         assert _same(row[meta["host"]], record.host)

@@ -47,7 +47,7 @@ def controller_killed(fault_figures):
         psutil.wait_procs(alive(handle.started_processes), timeout=10)
         leftovers = [(p.pid, " ".join(p.cmdline()[-4:])) for p in alive(handle.started_processes)]
         frame = run.result()
-        kept = sum(frame.loc[frame["task"] == t, "triple"].tolist() == [3 * t] for t in finished)
+        kept = sum(frame.loc[[t], "triple"].tolist() == [3 * t] for t in finished)
         fault_figures("controller SIGKILL mid-run", ended_s if ended else None,
                       len(finished) - kept,
                       f"{len(finished)} finished before, "
@@ -62,7 +62,7 @@ def test_the_run_ends_soon_with_a_clear_error_and_keeps_finished_results(control
     assert controller_killed["ended"] and controller_killed["ended_s"] < 15
     assert len(finished) >= 6
     frame = run.result()
-    assert list(frame["task"]) == list(range(TASKS))
+    assert list(frame.index) == list(range(TASKS))
     for task, value in finished.items():
         assert run.records[task].status == "ok" and run.records[task].value == value
         assert frame.loc[task, "triple"] == 3 * task and frame.loc[task, "status"] == "ok"

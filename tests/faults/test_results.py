@@ -53,7 +53,7 @@ def _run(what, tmp_path, fault_figures, victim=3, n=12):
     assert lost == 0, run.errors()
     assert all(r.output == f"task {r.task}\n" for r in run.records if r.task != victim)
     frame = run.result()
-    assert list(frame["task"]) == list(range(n))
+    assert list(frame.index) == list(range(n))
     assert list(frame["y"].drop(index=victim)) == [x * x for x in range(n) if x != victim]
     return run, run.records[victim]
 
