@@ -10,7 +10,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # The page `make lab` opens, and the URL it prints: the quickstart itself, not the Launcher.
 LAB_URL := /lab/tree/notebooks/quickstart.ipynb
 
-.PHONY: lab test demo bench venv system clean
+.PHONY: lab lint test test-fast test-shuffled demo bench venv system clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,18 @@ SYSTEM_PACKAGES := chromium libfaketime
 system:  ## install the Debian packages above when one is missing
 	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(SYSTEM_PACKAGES); }
 
-test: venv system  ## the whole suite, on real local clusters
+lint: venv  ## ruff and mypy, clean before any test runs
+	$(VENV)/bin/ruff check pp_notebook tests benchmarks notebooks/run_notebook.py
+	$(VENV)/bin/mypy
+
+test: venv system lint  ## every tier: unit, cluster, faults, browser (their times at the end)
 	$(PY) -m pytest
+
+test-fast: venv lint  ## the unit tier only: no cluster, kernel or browser (under 30 s)
+	$(PY) -m pytest tests/unit
+
+test-shuffled: venv system  ## the whole suite once in a random order (pytest-randomly)
+	$(PY) -m pytest -p randomly
 
 demo: venv  ## run the quickstart headless and print its summary
 	$(PY) notebooks/run_notebook.py notebooks/quickstart.ipynb

@@ -48,10 +48,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import psutil
-import report
-import tasks
-from report import Row
+import psutil  # noqa: E402  (after the path set-up above)
+import report  # noqa: E402
+import tasks  # noqa: E402
+from report import Row  # noqa: E402
 
 if TYPE_CHECKING:
     from runners import Pools, Runner

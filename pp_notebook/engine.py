@@ -18,11 +18,15 @@ import time
 import traceback
 import types
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
+
+if TYPE_CHECKING:  # engines import nothing else of the package
+    from .snapshot import Status
 
 OUTPUT_LIMIT = 100_000
 """Characters of printed output kept per task; the rest is counted, not stored."""
@@ -33,10 +37,11 @@ RETIMEOUT_INTERVAL = 0.5
 
 class Outcome(NamedTuple):
     """What happened to one item on an engine. `started` is the engine's wall clock.
-    It travels as a plain tuple (four times cheaper to pickle) in this field order."""
+    It travels as a plain tuple (four times cheaper to pickle) in this field order. `task` is
+    the item's index (a field named `index` would hide tuple.index)."""
 
-    index: int
-    status: str  # ok | error | timeout | memory | invalid | cancelled
+    task: int
+    status: Status  # ok | error | timeout | memory | invalid | cancelled
     value: Any
     error_type: str | None
     error: str | None
@@ -53,7 +58,7 @@ class TaskTimeout(BaseException):
     """
 
 
-_payloads: OrderedDict[str, tuple[Callable, Any]] = OrderedDict()
+_payloads: OrderedDict[str, tuple[Callable, Any] | BaseException] = OrderedDict()
 _PAYLOADS_KEPT = 4
 _armed = False  # the alarm raises only while a task runs, never in this module's own code
 _limit = 0.0
@@ -66,6 +71,18 @@ _deadlines_lock = threading.Lock()
 def engine_info() -> dict:
     """Facts about this engine, asked once when it joins."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.version.split()[0]}
+
+
+def leftovers() -> dict:
+    """What runs have left on this engine: the task functions kept (by run key), threads under
+    a time limit, the armed alarm, the interval timer, the address-space limit and the class
+    of stdout. A clean engine keeps no function of a finished run and has nothing armed."""
+    import resource
+
+    return {"pid": os.getpid(), "runs": list(_payloads), "limited_threads": len(_deadlines),
+            "armed": _armed, "itimer": signal.getitimer(signal.ITIMER_REAL),
+            "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
+            "stdout": type(sys.stdout).__name__}
 
 
 def forget(run_key: str) -> None:
@@ -93,7 +110,7 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
                 "is needed: install it there, put its folder on the engines' PYTHONPATH, or "
                 "ship it by value with cloudpickle.register_pickle_by_value(module)")
         failed = _failure(0, "error", exc, time.time(), 0.0, "")
-        return _dump([failed._replace(index=index) for index, _ in pairs])
+        return _dump([failed._replace(task=index) for index, _ in pairs])
     if concurrency > 1:
         return _dump(_run_threaded(fn, validate, pairs, timeout, budget, concurrency,
                                    memory_limit))
@@ -119,8 +136,9 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
     return _dump(outcomes)
 
 
-def _run_threaded(fn: Callable, validate: Any, pairs: list, timeout: float | None,
-                  budget: float, concurrency: int, memory_limit: int | None) -> list[Outcome]:
+def _run_threaded(fn: Callable, validate: Any, pairs: list[tuple[int, bytes]],
+                  timeout: float | None, budget: float, concurrency: int,
+                  memory_limit: int | None) -> list[Outcome]:
     """Run up to `concurrency` items at once in threads; this thread enforces their limits.
 
     A timeout or a cancel (SIGINT from the client lands here) is raised inside the task's
@@ -264,7 +282,7 @@ def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,
     return Outcome(index, "ok", value, None, None, None, output.text(), started, duration)
 
 
-def _failure(index: int, status: str, exc: BaseException, started: float, duration: float,
+def _failure(index: int, status: Status, exc: BaseException, started: float, duration: float,
              output: str) -> Outcome:
     # Drop this module's own frame: the traceback starts in the user's code.
     tb_obj = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
@@ -350,7 +368,8 @@ def _check_scalar(value: Any, dtype: Any) -> str | None:
         return None
     if kind in "iu" and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
         return f"{value!r} is not an integer"
-    if kind == "f" and not (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)):
+    if kind == "f" and not (isinstance(value, (int, float, np.number))
+                             and not isinstance(value, bool)):
         return f"{value!r} is not a number"
     if kind == "b" and not isinstance(value, (bool, np.bool_)):
         return f"{value!r} is not a bool"

@@ -1,10 +1,17 @@
-"""The exceptions a user of pp_notebook meets, beside the cell and cluster errors.
+"""Every exception and warning pp_notebook raises at its user, in one place.
 
-- `RunInterrupted` (a KeyboardInterrupt): a run was interrupted or cancelled while a cell or
-  `run.wait()` / `run.result()` waited for it. Finished results are kept; the rest are
-  `cancelled`. Being a KeyboardInterrupt, it ends the cell as an interrupted cell ends, so
-  "Run All" stops there.
-- `RunFailed`: raised by `%%parallel --raise` after the display when any task failed.
+    Exception
+    ├── ClusterError (RuntimeError)   the cluster could not be started, reached or changed
+    ├── CellError (ValueError)        a %%parallel cell cannot run as written; nothing ran
+    └── RunFailed (RuntimeError)      `%%parallel --raise`: some task failed; `.run` has all
+    KeyboardInterrupt
+    └── RunInterrupted                an interrupt cancelled a run while a cell or `wait()` /
+                                      `result()` waited; finished results kept; `.run`
+    UserWarning
+    └── SameRandomStream              a random generator was shipped: one stream per engine
+
+Inside a task, `pp_notebook.TaskTimeout` (a BaseException, defined with the engine code) stops
+a task that ran past its limit. Each message says what went wrong and what to do.
 """
 
 from __future__ import annotations
@@ -12,8 +19,28 @@ from __future__ import annotations
 from typing import Any
 
 
+class ClusterError(RuntimeError):
+    """The cluster could not be started, reached or changed; the message says what to do."""
+
+
+class CellError(ValueError):
+    """A %%parallel cell that cannot be run as written; the message says what to change."""
+
+
+class RunFailed(RuntimeError):
+    """Raised by `%%parallel --raise`, after the display, when any task did not succeed."""
+
+    def __init__(self, message: str, run: Any = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """The run was interrupted before every item had ended; `.run` holds what finished."""
+    """The run was interrupted before every item had ended; `.run` holds what finished.
+
+    A KeyboardInterrupt, so that it ends the cell as an interrupted cell ends and "Run All"
+    stops there.
+    """
 
     def __init__(self, message: str, run: Any = None) -> None:
         super().__init__(message)
@@ -22,10 +49,6 @@ class RunInterrupted(KeyboardInterrupt):
     def _render_traceback_(self) -> list[str]:
         """IPython shows this one line instead of the frames of the waiting code."""
         return [f"{type(self).__name__}: {self}"]
-
-
-class RunFailed(RuntimeError):
-    """Raised by `%%parallel --raise`, after the display, when any task did not succeed."""
 
 
 class SameRandomStream(UserWarning):

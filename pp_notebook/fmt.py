@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import reprlib
 
 import numpy as np
@@ -48,7 +49,12 @@ def cores(percent: float | None) -> str:
 def short_repr(obj: object, limit: int = 24) -> str:
     """A bounded repr that reads like the user's data: numpy numbers print plainly,
     `(0.3, 0.2)`, not `(np.float64(0.3), 0.2)`."""
+    with np.printoptions(legacy="1.25"):
+        return _shortener(limit).repr(obj)
+
+
+@functools.lru_cache(maxsize=8)
+def _shortener(limit: int) -> reprlib.Repr:
     shortener = reprlib.Repr()
     shortener.maxstring = shortener.maxother = limit
-    with np.printoptions(legacy="1.25"):
-        return shortener.repr(obj)
+    return shortener

@@ -11,49 +11,39 @@ from __future__ import annotations
 
 import argparse
 import keyword
-from typing import Any
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import cluster
-from .cellfunc import CellError, compile_cell, evaluate_iterable, header_labels, parse_header
-from .errors import RunFailed, RunInterrupted
-from .progress import background_notice, progress, widgets_available
-from .records import failure_detail
-from .report import TRACEBACKS_HINT, FailureReport
-from .options import MAX_TIMEOUT_S, RunOptions
-from .run import Run, RunSnapshot
+from . import api, cluster
+from .cell import compile_cell, evaluate_iterable, header_labels, parse_header
+from .errors import CellError, ClusterError, RunFailed, RunInterrupted
+from .options import RunOptions, count, count_or_auto, flag, number, seconds
+from .run import Run
+from .snapshot import RunSnapshot
+from .summary import failure_detail
+from .views import FailureReport, background_notice, progress, widgets_available
+from .views.report import TRACEBACKS_HINT
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
-def _count(text: str, alternative: str = "") -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 1{alternative}, got {text!r}")
-    return int(text)
-
-
-def _attempts(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= MAX_TIMEOUT_S:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds (at most "
-                                         f"{MAX_TIMEOUT_S:g}), got {text!r}")
-    return seconds
-
-
-def _count_or_auto(text: str) -> int | str:
-    return "auto" if text == "auto" else _count(text, " or auto")
+def _run_options(magic: Any) -> Any:
+    """One magic argument per RunOptions field, named, explained and shown as the field says:
+    the options are declared once, in options.py."""
+    for option in reversed(fields(RunOptions)):
+        meta = option.metadata
+        help = meta["help"] + (" (a name in the notebook)" if meta["from_notebook"] else "")
+        if meta["metavar"] is None:
+            magic = argument(flag(option.name), action="store_true", help=help)(magic)
+        else:
+            magic = argument(flag(option.name), metavar=meta["metavar"], help=help)(magic)
+    return magic
 
 
 def _plain_help(magic: Any) -> Any:
@@ -71,11 +61,17 @@ class ParallelMagics(Magics):
     """The execution count of the cell running now (IPython has already moved its own
     counter to the next cell's); None outside a cell run by `run_cell`."""
 
+    @property
+    def _shell(self) -> InteractiveShell:
+        """The shell the magics were registered with (IPython types it as optional)."""
+        assert self.shell is not None, "the magics are not registered with a shell"
+        return self.shell
+
     def note_cell(self, info: Any) -> None:
         """`pre_run_cell` event: remember the number IPython gave the cell about to run."""
         stored = info.store_history and not info.silent
-        self.cell_number = self.shell.execution_count - 1 if stored else \
-            self.shell.execution_count
+        self.cell_number = self._shell.execution_count - 1 if stored else \
+            self._shell.execution_count
 
     def forget_cell(self, result: Any) -> None:
         """`post_run_cell` event: no cell is running any more."""
@@ -87,34 +83,12 @@ class ParallelMagics(Magics):
     @argument("-o", "--out", metavar="NAME",
               help="bind the merged DataFrame to NAME instead of making it the cell's result; "
                    "with --background, NAME gets the Run")
-    @argument("-n", "--engines", type=_count, metavar="N",
+    @argument("-n", "--engines", metavar="N",
               help="start the cluster with N engines first, or scale a running local one to N")
-    @argument("--timeout", type=_seconds, metavar="S",
-              help="seconds one item may run; slower items end with status `timeout`")
-    @argument("--retries", type=_attempts, default=0, metavar="N",
-              help="extra attempts for an item that failed, timed out or lost its engine")
-    @argument("--batch", type=_count_or_auto, default="auto", metavar="N|auto",
-              help="items per message to an engine (auto: sized from measured run times)")
-    @argument("--validate", metavar="NAME",
-              help="a function (returning a reason when a result is wrong) or a "
-                   "{column: dtype} dict from the notebook; bad results get status `invalid`")
-    @argument("--checkpoint", metavar="PATH",
-              help="save each successful item to PATH as it ends; running the cell again "
-                   "with the same PATH skips the items saved there")
-    @argument("--key", metavar="NAME",
-              help="with --checkpoint: a function from the notebook naming each item "
-                   "(default: a hash of the item)")
-    @argument("--speculate", action="store_true",
-              help="once the queue is empty, back up tasks running far longer than usual on "
-                   "idle engines; the first copy to finish wins")
-    @argument("--concurrency", type=_count, default=1, metavar="N",
-              help="items run at once on each engine, in threads (for tasks waiting on I/O)")
-    @argument("--memory-limit", metavar="SIZE",
-              help="how much an engine may grow while it runs one task (500MB, 2GB); beyond "
-                   "it the task ends with status `memory`")
+    @_run_options
     @argument("--background", action="store_true",
               help="return at once with the Run (the cell's result, or NAME with -o); "
-                   "wait with run.wait(), get the DataFrame with run.result()")
+                   "run.result() waits for it and gives the DataFrame")
     @argument("--no-widget", action="store_true",
               help="a text progress line instead of the widget")
     @argument("--quiet", action="store_true", help="no progress, summary or failures table")
@@ -142,25 +116,23 @@ class ParallelMagics(Magics):
         finished (bound to NAME with -o) and ends the cell with RunInterrupted, a
         KeyboardInterrupt, so that "Run All" stops there.
         """
-        run, args = self._submit(line, cell)
+        run, args = self.submit(line, cell)
         if args.background:
             return self._background(run, args)
         return self._foreground(run, args)
 
-    def _submit(self, line: str, cell: str) -> tuple[Run, argparse.Namespace]:
+    def submit(self, line: str, cell: str) -> tuple[Run, argparse.Namespace]:
         """Check the whole cell, then start its Run; bad input raises before anything runs."""
-        namespace = self.shell.user_ns
+        namespace = self._shell.user_ns
         try:
             header = parse_header(line, self.cell_number)
             args = parse_argstring(self.parallel, header.options)
             _check_combination(args)
+            engines = None if args.engines is None else count(number(args.engines), "-n")
             task = compile_cell(header, cell, namespace)
-            options = RunOptions(
-                timeout=args.timeout, retries=args.retries, batch=args.batch,
-                validate=_lookup(namespace, args.validate, "--validate"),
-                checkpoint=args.checkpoint, key=_lookup(namespace, args.key, "--key"),
-                speculate=args.speculate, concurrency=args.concurrency,
-                memory_limit=args.memory_limit)
+            given = {name: value for name, value in vars(args).items() if value is not None}
+            options = RunOptions.from_text(given, lambda option, name: _lookup(namespace, name,
+                                                                               option))
             items = evaluate_iterable(header, namespace)
         except CellError as exc:
             raise UsageError(str(exc)) from None
@@ -169,10 +141,10 @@ class ParallelMagics(Magics):
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{exc} (see %%parallel? for the options)") from None
         try:
-            if args.engines is not None:
-                cluster.start(args.engines)
-            run = Run(task, items, options, labels=header_labels(header))
-        except (cluster.ClusterError, TypeError, ValueError) as exc:
+            if engines is not None:
+                cluster.start(engines)
+            run = api.submit(task, items, options, labels=header_labels(header))
+        except (ClusterError, TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         return run, args
 
@@ -198,7 +170,7 @@ class ParallelMagics(Magics):
             raise RunInterrupted(run.interrupted_text(where), run)
         snap = run.snapshot()
         if args.raise_ and snap.failed:
-            raise RunFailed(_failure_message(snap, args.out))
+            raise RunFailed(_failure_message(snap, args.out), run)
         return result
 
     def _background(self, run: Run, args: argparse.Namespace) -> Any:
@@ -212,7 +184,7 @@ class ParallelMagics(Magics):
         """Bind `value` to the -o name (the cell then shows nothing), or make it the result."""
         if out is None:
             return value
-        self.shell.user_ns[out] = value
+        self._shell.user_ns[out] = value
         return None
 
     @_plain_help
@@ -220,12 +192,11 @@ class ParallelMagics(Magics):
     @argument("command", choices=["start", "stop", "status", "connect", "scale"],
               help="start [N|auto]: a local cluster (or scale the running one); stop; status; "
                    "connect: a cluster started elsewhere; scale N|auto")
-    @argument("engines", nargs="?", type=_count_or_auto,
+    @argument("engines", nargs="?",
               help="start, scale: the number of engines, or auto to follow the work")
-    @argument("--min", type=_count, default=1, metavar="N",
-              help="auto: engines kept when idle (default 1)")
-    @argument("--max", type=_count, metavar="N", help="auto: most engines (default: CPU count)")
-    @argument("--idle", type=_seconds, default=30.0, metavar="S",
+    @argument("--min", metavar="N", help="auto: engines kept when idle (default 1)")
+    @argument("--max", metavar="N", help="auto: most engines (default: CPU count)")
+    @argument("--idle", metavar="S",
               help="auto: seconds an engine may stay idle before it leaves (default 30)")
     @argument("--profile", default="default", help="connect: the cluster's IPython profile")
     @argument("--cluster-id", default="", help="connect: the cluster's id")
@@ -238,13 +209,22 @@ class ParallelMagics(Magics):
             args = parse_argstring(self.pp, line)
         except ValueError as exc:  # shlex: an unbalanced quote
             raise UsageError(f"{exc} in `%pp {line}`") from None
-        if args.engines is not None and args.command not in ("start", "scale"):
+        try:
+            engines = None if args.engines is None else \
+                count_or_auto(number(args.engines), "the number of engines")
+            adaptive: dict[str, Any] = {
+                name: check(number(text), option) for name, text, check, option in (
+                    ("min_engines", args.min, count, "--min"),
+                    ("max_engines", args.max, count, "--max"),
+                    ("idle_timeout", args.idle, seconds, "--idle")) if text is not None}
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if engines is not None and args.command not in ("start", "scale"):
             raise UsageError(f"`%pp {args.command}` takes no number of engines")
-        if args.command == "scale" and args.engines is None:
+        if args.command == "scale" and engines is None:
             raise UsageError("`%pp scale N` needs the number of engines, e.g. `%pp scale 4`, "
                              "or auto")
-        adaptive = dict(min_engines=args.min, max_engines=args.max, idle_timeout=args.idle)
-        if args.engines != "auto" and (args.min != 1 or args.max or args.idle != 30.0):
+        if engines != "auto" and adaptive:
             raise UsageError("--min, --max and --idle go with `auto`, e.g. "
                              "`%pp start auto --max 8`")
         connecting = args.connection_file or args.cluster_id or args.profile != "default"
@@ -256,14 +236,17 @@ class ParallelMagics(Magics):
                 cluster.stop()
                 print(_stop_text(before))
                 return
-            state = {
-                "start": lambda: cluster.start(args.engines, **adaptive),
-                "status": cluster.status,
-                "connect": lambda: cluster.connect(args.cluster_id, args.profile,
-                                                   connection_file=args.connection_file),
-                "scale": lambda: cluster.scale(args.engines, **adaptive),
-            }[args.command]()
-        except (cluster.ClusterError, ValueError) as exc:
+            if args.command == "start":
+                state = cluster.start(engines, **adaptive)
+            elif args.command == "connect":
+                state = cluster.connect(args.cluster_id, args.profile,
+                                        connection_file=args.connection_file)
+            elif args.command == "scale":
+                assert engines is not None  # refused above: `%pp scale` needs a number
+                state = cluster.scale(engines, **adaptive)
+            else:  # status
+                state = cluster.status()
+        except (ClusterError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         print(cluster_status_text(state))
 
@@ -276,9 +259,7 @@ def _check_combination(args: argparse.Namespace) -> None:
                          "cell returns; check run.errors() after run.wait()")
 
 
-def _lookup(namespace: dict, name: str | None, option: str) -> Any:
-    if name is None:
-        return None
+def _lookup(namespace: dict, name: str, option: str) -> Any:
     if name not in namespace:
         raise UsageError(f"{option} {name}: no such name in the notebook")
     return namespace[name]
@@ -312,3 +293,12 @@ def _stop_text(state: dict) -> str:
     if state["local"]:
         return f"stopped cluster {state['cluster_id']} and its {len(state['engines'])} engines"
     return f"disconnected from cluster {state['cluster_id']} (it keeps running)"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext pp_notebook`: register the `%%parallel` and `%pp` magics, and follow which
+    cell runs (tracebacks name it `Cell In[N]`)."""
+    magics = ParallelMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.note_cell)
+    ipython.events.register("post_run_cell", magics.forget_cell)

@@ -1,4 +1,4 @@
-"""TaskRecords, and what is built from them: the merged DataFrame, the failures, the summary.
+"""TaskRecords, and what is built from them: the merged DataFrame and the failures.
 
 Merge rules (one input item, in input order; the index is `task`, the item's position):
 - a dict or Series result becomes one row, its keys the columns;
@@ -17,24 +17,18 @@ rows leave gaps.
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-FAILED = ("error", "timeout", "memory", "invalid", "lost")
-"""Statuses of items that ran and did not succeed. `cancelled` is apart: not a failure."""
-ENDED = ("ok", *FAILED, "cancelled")
+from .snapshot import FAILED, Status
+
 METADATA_COLUMNS = ("status", "engine", "host", "duration_s", "attempts", "error")
 INDEX = "task"
-ITEM_OVERHEAD_S = 5e-6
-"""What one item costs beyond its own run time (engine ~3 µs, client ~2 µs, measured)."""
-TOO_SHORT_FACTOR = 10
-"""A run whose median task is shorter than this many times ITEM_OVERHEAD_S measures overhead,
-not speedup: its summary says so instead."""
 
 
 @dataclass(slots=True)
@@ -43,7 +37,7 @@ class TaskRecord:
 
     task: int
     item: Any
-    status: str = "pending"  # pending | ok | error | timeout | memory | invalid | lost | cancelled
+    status: Status = "pending"
     value: Any = None
     error_type: str | None = None
     error: str | None = None
@@ -119,7 +113,7 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None,
         owner_marks.append(mark)
     flush_rows()
     label_names = list(dict.fromkeys(name for mark in marks for name in mark))
-    used = set(label_names) | {key for values, _, _ in parts for key in values.keys()}
+    used = set(label_names) | {key for values, _, _ in parts for key in values}
     clashing = (set(METADATA_COLUMNS) | {INDEX}) & used
     pieces = [_piece(values, owners, part_marks, label_names, clashing)
               for values, owners, part_marks in parts]
@@ -242,115 +236,3 @@ def errors_frame(records: list[TaskRecord]) -> pd.DataFrame:
     index = pd.Index([r.task for r in failed], dtype="int64", name=INDEX)
     return pd.DataFrame(columns, index=index)
 
-
-@dataclass(frozen=True)
-class RunSummary:
-    """The figures of a run: time, speedup, and how each engine fared."""
-
-    tasks: int
-    counts: dict[str, int]
-    wall_s: float
-    task_s: float  # summed run time of all finished tasks, measured on the engines
-    engines: int
-    per_engine: pd.DataFrame = field(repr=False)
-    slowest: pd.DataFrame = field(repr=False)
-    resumed: int = 0  # ok items taken from a checkpoint
-    median_task_s: float | None = None
-
-    @property
-    def speedup(self) -> float:
-        """Summed task time over wall time: how many engines' worth of work ran at once."""
-        return self.task_s / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def efficiency(self) -> float:
-        """Speedup per engine (1.0 = every engine busy the whole time)."""
-        return self.speedup / self.engines if self.engines else 0.0
-
-    @property
-    def failed(self) -> int:
-        return sum(self.counts.get(s, 0) for s in FAILED)
-
-    @property
-    def too_short(self) -> bool:
-        """The median task is too short for speedup to mean anything: overhead dominates."""
-        return self.median_task_s is not None \
-            and self.median_task_s < TOO_SHORT_FACTOR * ITEM_OVERHEAD_S
-
-    def speed_text(self) -> str:
-        """`speedup 1.9×`, or why a speedup would mislead for microsecond tasks."""
-        if self.too_short and self.median_task_s is not None:
-            return (f"median task {self.median_task_s * 1e6:.0f} µs, under {TOO_SHORT_FACTOR}× "
-                    f"the ~{ITEM_OVERHEAD_S * 1e6:.0f} µs overhead per task: speedup not "
-                    "meaningful; give each task more work")
-        return f"speedup {self.speedup:.1f}×"
-
-    def line(self) -> str:
-        """`1000 tasks · 998 ok · 2 failed (2 error) · 12.3 s · speedup 1.9×`"""
-        parts = [f"{self.tasks} tasks", f"{self.counts.get('ok', 0)} ok"]
-        if self.resumed:
-            parts.append(f"{self.resumed} resumed from the checkpoint")
-        if self.failed:
-            parts.append(f"{self.failed} failed ({failure_detail(self.counts)})")
-        for status in ("cancelled", "pending"):
-            if self.counts.get(status):
-                parts.append(f"{self.counts[status]} {status}")
-        parts += [f"{self.wall_s:.1f} s", self.speed_text()]
-        return " · ".join(parts)
-
-    def _repr_html_(self) -> str:
-        """Plain HTML, so the summary stays readable in saved notebooks (GitHub, nbviewer)."""
-        from .summary_html import summary_html
-        return summary_html(self)
-
-    def __str__(self) -> str:
-        lines = [self.line()]
-        if not self.too_short:
-            lines.append(f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
-                         f"efficiency {self.efficiency:.0%}")
-        if len(self.per_engine):
-            lines.append(self.per_engine.to_string())
-        return "\n".join(lines)
-
-
-def failure_detail(counts: dict[str, int]) -> str:
-    """`2 error, 1 timeout`: the failures by status."""
-    return ", ".join(f"{counts[s]} {s}" for s in FAILED if counts.get(s))
-
-
-def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None = None,
-              slowest: int = 5) -> RunSummary:
-    """Wall time, summed task time, speedup, and per engine: tasks, busy share, failures
-    (cancelled tasks count as tasks, not as failures)."""
-    counts: dict[str, int] = {}
-    per_engine: dict[int, dict] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-        if r.engine is None or r.resumed:  # never ran, or ran in an earlier run
-            continue
-        row = per_engine.setdefault(r.engine, {"host": r.host, "tasks": 0, "failed": 0,
-                                               "cancelled": 0, "busy_s": 0.0})
-        row["tasks"] += 1
-        row["failed"] += r.failed
-        row["cancelled"] += r.status == "cancelled"
-        row["busy_s"] += r.duration_s or 0.0
-    table = pd.DataFrame.from_dict(per_engine, orient="index",
-                                   columns=["host", "tasks", "failed", "cancelled", "busy_s"])
-    table.index.name = "engine"
-    table = table.sort_index()
-    table["utilisation"] = table["busy_s"] / wall_s if wall_s > 0 else 0.0
-    ran = table["tasks"] - table["cancelled"]
-    table["failure_rate"] = (table["failed"] / ran).where(ran > 0, 0.0)
-    timed = [r for r in records if r.duration_s is not None and not r.resumed]
-    median = statistics.median(r.duration_s for r in timed if r.status == "ok") \
-        if any(r.status == "ok" for r in timed) else None
-    timed.sort(key=lambda r: r.duration_s, reverse=True)
-    slow = pd.DataFrame({"task": [r.task for r in timed[:slowest]],
-                         "duration_s": [r.duration_s for r in timed[:slowest]],
-                         "engine": [r.engine for r in timed[:slowest]],
-                         "status": [r.status for r in timed[:slowest]]})
-    return RunSummary(tasks=len(records), counts=counts, wall_s=wall_s,
-                      resumed=sum(r.resumed for r in records),
-                      task_s=float(table["busy_s"].sum()) if len(table) else 0.0,
-                      engines=engines_used if engines_used is not None else len(table),
-                      per_engine=table, slowest=slow, median_task_s=median)

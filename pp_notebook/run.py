@@ -17,58 +17,52 @@ import time
 import types
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any
 
 import ipyparallel as ipp
 import pandas as pd
 
 from . import cluster as cluster_module
+from .batching import BATCH_BUDGET_S, BatchPolicy
 from .checkpoint import Checkpoint
+from .cluster.autoscale import Demand
 from .engine import Outcome, forget, run_batch
 from .errors import RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
-from .records import (FAILED, ITEM_OVERHEAD_S, Labels, RunSummary, TaskRecord, errors_frame,
-                      item_label, merged_frame, summarize)
+from .records import Labels, TaskRecord, errors_frame, merged_frame
 from .shipping import ItemPickler, dumps, refusal, unpicklable, warn_same_streams
+from .snapshot import (
+    FAILED,
+    EngineSnapshot,
+    EngineState,
+    Failure,
+    Mark,
+    PreviewRow,
+    RunSnapshot,
+    Shipping,
+    Status,
+)
+from .summary import RunSummary, summarize
 from .tracebacks import SourceMap
+from .views.plots import plot_run
 
-TARGET_BATCH_S = 0.2
-"""Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
-a round trip, short enough that the queue's tail spreads over all engines."""
-MIN_BATCH_S = 0.005
-MAX_BATCH = 10_000
-BATCH_BUDGET_S = 1.0
-"""An engine starts no new item of a batch after this long; the client requeues the rest."""
-BUDGET_FACTOR = 2.0
-MIN_BUDGET_S = 0.02
-"""Once durations are known, a batch's budget is BUDGET_FACTOR times its expected run time
-(at least MIN_BUDGET_S, at most BATCH_BUDGET_S): a batch that meets unusually long items hands
-its other items back early, for idle engines to take, as list scheduling would."""
-IN_FLIGHT_PER_ENGINE = 2
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
 REPLACEMENT_WAIT_S = 15.0
-SPECULATE_FACTOR = 3.0
-SPECULATE_MIN_S = 0.5
-"""With `speculate=True`, a running batch gets a backup copy on an idle engine once the queue is
-empty and it has run SPECULATE_FACTOR times its expected time (and at least SPECULATE_MIN_S)."""
 CONTROLLER_CHECK_S = 0.5
-ATTEMPTS_KEPT = 500
+MARKS_KEPT = 500
 """Finished attempts a snapshot carries for timelines; views fold them into fixed-size
 aggregates, so neither the Run nor a view grows with the task count."""
-
-
-_map = map  # the builtin, which this module's public `map` shadows
-_last_run: Run | None = None
-
-
-def last_run() -> Run | None:
-    """The kernel's most recent Run (from `%%parallel` or `map`): its errors, summary, records."""
-    return _last_run
+FAILURES_KEPT = 20
+PREVIEW_ROWS = 5
+"""Rows of results a snapshot previews: the first ones in input order and the latest."""
+PREVIEW_SCAN = 1_000
+"""How far into the input the first-rows preview looks for finished items."""
 
 
 class _EngineFailure(Exception):
@@ -93,7 +87,7 @@ class _Batch:
 class _EngineState:
     id: int
     view: Any
-    inflight: deque = field(default_factory=deque)
+    inflight: deque[_Batch] = field(default_factory=deque)
     has_payload: bool = False
     done: int = 0
     failed: int = 0
@@ -105,70 +99,15 @@ class _EngineState:
     pid: int | None = None
 
 
-@dataclass(frozen=True)
-class EngineSnapshot:
-    """One engine as a view shows it."""
-
-    id: int
-    host: str | None
-    pid: int | None
-    state: str  # starting | idle | busy | retiring | left | dead
-    done: int
-    failed: int
-    busy_s: float
-    running_task: int | None
-    running_for_s: float | None
-    running_item: str | None = None  # the running task's item, as a short plain repr
-
-
-class Attempt(NamedTuple):
-    """One finished attempt, for timelines: its engine, start (seconds since the run started,
-    client clock), run time and status."""
-
-    engine: int
-    start_s: float
-    duration_s: float
-    status: str
-
-
-@dataclass(frozen=True)
-class RunSnapshot:
-    """The state of a Run at one moment: counts by status, elapsed time, engines, and the
-    latest finished attempts (at most ATTEMPTS_KEPT; `attempts_total` counts all of them)."""
-
-    total: int
-    counts: dict
-    retried: int
-    elapsed_s: float
-    done: bool
-    engines: tuple = ()
-    attempts: tuple = ()
-    attempts_total: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.total - self.counts.get("pending", 0)
-
-    @property
-    def failed(self) -> int:
-        """Items that ran and did not succeed (cancelled ones are not failures)."""
-        return sum(self.counts.get(s, 0) for s in FAILED)
-
-    @property
-    def cancelled(self) -> int:
-        return self.counts.get("cancelled", 0)
-
-    @property
-    def completed(self) -> int:
-        """Items that ran to an end, ok or failed: what progress shows as done."""
-        return self.finished - self.cancelled
-
-
 class Run:
-    """Items mapped over the cluster's engines. Returned at once by `pp_notebook.map`."""
+    """Items mapped over the cluster's engines. `pp_notebook.map` returns one, started.
+
+    Built, a Run holds its items as records and checks that its task can be sent; `start()`
+    sends it to a cluster's engines from one scheduling thread. Results, errors, summary and
+    snapshots can be read at any time.
+    """
 
     def __init__(self, fn: Callable, items: Iterable, options: RunOptions | None = None, *,
-                 cluster: cluster_module.KernelCluster | None = None,
                  labels: Labels | None = None) -> None:
         self.options = options = options if options is not None else RunOptions()
         self._labels = labels
@@ -180,14 +119,14 @@ class Run:
         self._payload = _pickle_payload(fn, options.validate)
         self._sources = SourceMap([fn, options.validate])
         self.fn = fn
-        self.records = list(_map(TaskRecord, range(len(items)), items))
+        self.records = [TaskRecord(index, item) for index, item in enumerate(items)]
         self._checkpoint: Checkpoint | None = None
         self._keys: list[str] = []
         if options.checkpoint is not None:
             self._checkpoint = Checkpoint(options.checkpoint, options.key)
             self._keys = [self._checkpoint.key_of(item) for item in items]
             self._checkpoint.restore(self.records, self._keys)
-        self._cluster = cluster if cluster is not None else cluster_module.current()
+        self._cluster: cluster_module.KernelCluster | None = None
         self._key = uuid.uuid4().hex
         self._pickler = ItemPickler()
         self._queue: deque[int] = deque(range(len(items)) if self._checkpoint is None else
@@ -197,12 +136,13 @@ class Run:
             self._counts["ok"] = len(items) - len(self._queue)
         self._solo: set[int] = set()  # items to run alone: they were in a batch that died
         self._retried = 0
-        self._attempts: deque[Attempt] = deque(maxlen=ATTEMPTS_KEPT)
-        self._attempts_total = 0
+        self._marks: deque[tuple] = deque(maxlen=MARKS_KEPT)  # Mark's fields, item aside
+        self._marks_total = 0
+        self._failures: deque[Failure] = deque(maxlen=FAILURES_KEPT)
+        self._latest: deque[int] = deque(maxlen=PREVIEW_ROWS)
         self._engines: dict[int, _EngineState] = {}
         self._peak_engines = 0
-        self._timed_items = 0
-        self._timed_total = 0.0
+        self._policy = BatchPolicy(options.batch, options.concurrency)
         self._events: SimpleQueue = SimpleQueue()
         self._msg_ids: set[str] = set()  # pruned from the client's history at the end
         self._replacements = 0
@@ -210,7 +150,8 @@ class Run:
         self._cancelling = False
         self._no_engines_since: float | None = None
         self._controller_checked = 0.0
-        self._done = threading.Event()
+        self._done = threading.Event()  # every item has its end: results are final
+        self._settled = threading.Event()  # and the done-callbacks have run
         self._done_callbacks: list[Callable[[Run], Any]] = []
         self._callbacks_lock = threading.Lock()
         self._started_at = time.time()
@@ -218,9 +159,17 @@ class Run:
         self._ended_mono: float | None = None
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="pp_notebook-run", daemon=True)
-        global _last_run
-        _last_run = self
+        self._demand_source = self.demand
+
+    def start(self, cluster: cluster_module.KernelCluster | None = None) -> Run:
+        """Send the items to `cluster`'s engines (default: the kernel's cluster, started if
+        need be) from the scheduling thread; returns at once."""
+        self._cluster = cluster if cluster is not None else cluster_module.current()
+        self._started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._cluster.follow(self._demand_source)
         self._thread.start()
+        return self
 
     # -- public ----------------------------------------------------------------------
 
@@ -236,8 +185,11 @@ class Run:
         have stopped, so an interrupted cell ends as an interrupted cell.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Callers wait for the done-callbacks too (a background cell's line is updated before
+        # wait() returns), except a callback itself, which runs on the scheduling thread.
+        ended = self._done if threading.current_thread() is self._thread else self._settled
         try:
-            while not self._done.wait(0.1):
+            while not ended.wait(0.1):
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
         except KeyboardInterrupt:
@@ -302,8 +254,7 @@ class Run:
     def plot(self) -> Any:
         """A matplotlib Figure: each engine's task timeline and the duration histogram, of the
         run so far (it does not wait)."""
-        from .plots import plot_run
-        return plot_run(self)
+        return plot_run(self.records, self._started_at)
 
     @property
     def queued(self) -> int:
@@ -311,8 +262,29 @@ class Run:
         return len(self._queue)
 
     @property
-    def cluster(self) -> cluster_module.KernelCluster:
+    def cluster(self) -> cluster_module.KernelCluster | None:
+        """The cluster the run was started on (None before `start()`)."""
         return self._cluster
+
+    @property
+    def _started_cluster(self) -> cluster_module.KernelCluster:
+        """The cluster, for the scheduling thread: it runs only after `start()` set it."""
+        assert self._cluster is not None, "the run has not been started"
+        return self._cluster
+
+    @property
+    def key(self) -> str:
+        """The run's name on the engines, under which they keep its task until it ends."""
+        return self._key
+
+    @property
+    def message_ids(self) -> frozenset[str]:
+        """The ipyparallel messages this run sent; pruned from the client's history at its end."""
+        return frozenset(self._msg_ids)
+
+    def demand(self) -> Demand:
+        """What this run asks of the engines now, for the autoscaler."""
+        return Demand(len(self._queue), {e.id: e.state for e in self.snapshot().engines})
 
     @property
     def started_at(self) -> float:
@@ -327,14 +299,15 @@ class Run:
     def snapshot(self) -> RunSnapshot:
         """An immutable picture of the run for views; costs O(engines), not O(tasks)."""
         now = time.monotonic()
-        infos = self._cluster.engines
-        retiring = self._cluster.retiring
+        infos = self._cluster.engines if self._cluster is not None else {}
+        retiring = self._cluster.retiring if self._cluster is not None else set()
         engines = []
         for state in list(self._engines.values()):
             info = infos.get(state.id)
             if info is not None and info.pid is not None:
                 state.host, state.pid = info.host, info.pid
             running = state.inflight[0] if state.inflight else None
+            label: EngineState
             if state.dead:
                 label = "left" if state.left else "dead"
             elif state.id in retiring:
@@ -351,10 +324,31 @@ class Run:
                 and running.started is not None else None,
                 running_item=short_repr(self.records[running.indices[0]].item)
                 if running is not None else None))
-        return RunSnapshot(total=len(self.records), counts=dict(self._counts),
-                           retried=self._retried, elapsed_s=self.elapsed_s, done=self.done,
-                           engines=tuple(engines), attempts=tuple(self._attempts),
-                           attempts_total=self._attempts_total)
+        sent = sum(s.has_payload for s in self._engines.values())
+        return RunSnapshot(
+            total=len(self.records), counts=dict(self._counts), retried=self._retried,
+            elapsed_s=self.elapsed_s, done=self.done, engines=tuple(engines),
+            marks=tuple(Mark(task, short_repr(self.records[task].item), *rest)
+                        for task, *rest in list(self._marks)),
+            marks_total=self._marks_total,
+            failures=tuple(self._failures), first_rows=self._first_rows(),
+            latest_rows=tuple(self._preview(i) for i in list(self._latest)),
+            shipping=Shipping(len(self._payload), sent, len(self._engines)))
+
+    def _first_rows(self) -> tuple[PreviewRow, ...]:
+        """The first finished items in input order (looking at most PREVIEW_SCAN deep)."""
+        rows = []
+        for record in self.records[:PREVIEW_SCAN]:
+            if record.status != "pending":
+                rows.append(self._preview(record.task))
+                if len(rows) == PREVIEW_ROWS:
+                    break
+        return tuple(rows)
+
+    def _preview(self, index: int) -> PreviewRow:
+        record = self.records[index]
+        value = short_repr(record.value, 60) if record.status == "ok" else record.message or ""
+        return PreviewRow(record.task, short_repr(record.item), record.status, value)
 
     def __repr__(self) -> str:
         snap = self.snapshot()
@@ -389,30 +383,34 @@ class Run:
                 self._ended_mono = time.monotonic()
             if self._checkpoint is not None:
                 self._checkpoint.close()
+            self._started_cluster.unfollow(self._demand_source)
             with self._callbacks_lock:
                 self._done.set()
                 callbacks, self._done_callbacks = self._done_callbacks, []
             self._clean_up()
             for callback in callbacks:
                 _call(callback, self)
+            self._settled.set()
 
     def _await_replacements(self) -> None:
         """Return the cluster whole: wait (bounded) for engines started in place of dead ones."""
         if not self._replacements:
             return
+        cluster = self._started_cluster
         deadline = time.monotonic() + REPLACEMENT_WAIT_S
-        while len(self._cluster.live_ids()) < self._peak_engines and time.monotonic() < deadline:
+        while len(cluster.live_ids()) < self._peak_engines and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._cluster.wait_for_info(max(0.0, deadline - time.monotonic()))
+        cluster.wait_for_info(max(0.0, deadline - time.monotonic()))
 
     def _sync_engines(self) -> None:
         self._check_controller()
-        live = set(self._cluster.refresh())
+        cluster = self._started_cluster
+        live = set(cluster.refresh())
         for eid in live - set(self._engines):
-            self._engines[eid] = _EngineState(eid, self._cluster.client[eid])
+            self._engines[eid] = _EngineState(eid, cluster.client[eid])
         for state in self._engines.values():
             if not state.dead and state.id not in live:
-                if state.id in self._cluster.retiring and not state.inflight:
+                if state.id in cluster.retiring and not state.inflight:
                     state.dead = state.left = True  # stopped on purpose, idle: nothing to do
                 else:
                     self._engine_lost(state, "left the cluster")
@@ -432,7 +430,7 @@ class Run:
         if now - self._controller_checked < CONTROLLER_CHECK_S:
             return
         self._controller_checked = now
-        death = self._cluster.controller_death()
+        death = self._started_cluster.controller_death()
         if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
             finished = sum(r.status != "pending" for r in self.records)
             self.failure = cluster_module.ClusterError(
@@ -442,16 +440,12 @@ class Run:
             self._end_remaining("lost", str(self.failure))
 
     def _dispatch(self) -> None:
-        """Fill each engine up to IN_FLIGHT_PER_ENGINE batches; a suspect item runs alone.
-
-        Near the end of the queue an engine gets a batch only when it has none: a batch
-        queued behind a long one would wait while another engine sits idle.
-        """
+        """Fill each engine up to the policy's depth of batches; a suspect item runs alone."""
         sent = True
         while self._queue and sent:
             sent = False
-            engines = sum(not s.dead for s in self._engines.values())
-            depth = IN_FLIGHT_PER_ENGINE if len(self._queue) > engines * self._batch_size() else 1
+            engines = self._live_engines()
+            depth = self._policy.depth(len(self._queue), engines)
             ready = [s for s in self._engines.values() if self._takes_work(s)
                      and len(s.inflight) < depth and not any(b.solo for b in s.inflight)]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
@@ -459,59 +453,33 @@ class Run:
                     return
                 if self._queue[0] in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
-                self._send(state, self._take(self._batch_size()))
+                self._send(state, self._take(self._policy.batch_size(len(self._queue),
+                                                                     engines)))
                 sent = True
+
+    def _live_engines(self) -> int:
+        return sum(not s.dead for s in self._engines.values())
 
     def _takes_work(self, state: _EngineState) -> bool:
         """Alive, and not being stopped on purpose."""
-        return not state.dead and state.id not in self._cluster.retiring
+        return not state.dead and state.id not in self._started_cluster.retiring
 
     def _speculate(self) -> None:
         """Back up an overdue running batch on an idle engine; the first copy to finish wins."""
-        if not self._timed_items:
-            return
         idle = [s for s in self._engines.values() if self._takes_work(s) and not s.inflight]
         if not idle:
             return
         now = time.monotonic()
-        mean = self._mean_item_s()
-        running = [s.inflight[0] for s in self._engines.values() if not s.dead and s.inflight
-                   and s.inflight[0].started is not None and s.inflight[0].partner is None]
-        for batch in sorted(running, key=lambda b: b.started):
-            expected = len(batch.indices) * mean
-            if not idle or now - batch.started < max(SPECULATE_FACTOR * expected,
-                                                     SPECULATE_MIN_S):
+        running = [(s.inflight[0].started, s.inflight[0]) for s in self._engines.values()
+                   if not s.dead and s.inflight and s.inflight[0].started is not None
+                   and s.inflight[0].partner is None]
+        for started, batch in sorted(running, key=lambda pair: pair[0]):
+            if not idle or not self._policy.overdue(len(batch.indices), now - started):
                 continue
             pending = [i for i in batch.indices if self.records[i].status == "pending"]
             backup = self._send(idle.pop(), pending) if pending else None
             if backup is not None:
                 batch.partner, backup.partner = backup, batch
-
-    def _mean_item_s(self) -> float | None:
-        """Measured engine time per item (its share of a thread when items run at once)."""
-        if not self._timed_items:
-            return None
-        return (self._timed_total / self._timed_items + ITEM_OVERHEAD_S) / self.options.concurrency
-
-    def _batch_size(self) -> int:
-        if self.options.batch != "auto":
-            return int(self.options.batch)
-        mean = self._mean_item_s()
-        if mean is None:
-            return self.options.concurrency  # one item per thread: durations come back at once
-        # Shorter batches would not pay for their trip, nor fill an engine's threads.
-        smallest = max(int(MIN_BATCH_S / mean), self.options.concurrency)
-        # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
-        size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self._timed_items, smallest))
-        engines = max(1, sum(not s.dead for s in self._engines.values()))
-        tail = -(-len(self._queue) // (IN_FLIGHT_PER_ENGINE * engines))
-        return max(1, min(size, max(tail, smallest)))  # spread the tail over all engines
-
-    def _budget(self, size: int) -> float:
-        mean = self._mean_item_s()
-        if mean is None:
-            return BATCH_BUDGET_S
-        return min(BATCH_BUDGET_S, max(BUDGET_FACTOR * size * mean, MIN_BUDGET_S))
 
     def _take(self, size: int) -> list[int]:
         first = self._queue.popleft()
@@ -543,7 +511,8 @@ class Run:
         state.inflight.append(batch)
         options = self.options
         batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
-                                              options.timeout, self._budget(len(pairs)),
+                                              options.timeout,
+                                              self._policy.budget(len(pairs)),
                                               options.concurrency, options.memory_limit)
         batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
         self._msg_ids.update(batch.future.msg_ids)
@@ -576,7 +545,7 @@ class Run:
                 self._engine_lost(state, "died")
                 return
             self._release(state, batch)
-            status = "cancelled" if kind == "TaskAborted" else "error"
+            status: Status = "cancelled" if kind == "TaskAborted" else "error"
             for index in batch.indices:
                 if self.records[index].status == "pending":
                     self.records[index].attempts += status == "error"
@@ -588,7 +557,7 @@ class Run:
             offset = time.time() - (started + duration)
             if state.clock_offset is None or offset < state.clock_offset:
                 state.clock_offset = offset
-        info = self._cluster.engines.get(state.id)
+        info = self._started_cluster.engines.get(state.id)
         host, pid = (info.host, info.pid) if info is not None else (None, None)
         for outcome in outcomes:
             self._apply_outcome(state, host, pid, outcome)
@@ -615,7 +584,7 @@ class Run:
             return
         batch.superseded = True
         batch.interrupted = time.monotonic()
-        self._cluster.interrupt_engine(batch.engine)
+        self._started_cluster.interrupt_engine(batch.engine)
 
     def _release(self, state: _EngineState, batch: _Batch) -> None:
         if batch in state.inflight:
@@ -637,8 +606,7 @@ class Run:
         record.duration_s = duration
         record.output = output
         self._log_attempt(record, status)
-        self._timed_items += 1
-        self._timed_total += duration
+        self._policy.observe(duration)
         if status == "cancelled" and not self._cancelling:
             record.attempts -= 1  # an interrupt that was not meant for it: run it again
             self._queue.appendleft(index)
@@ -651,7 +619,7 @@ class Run:
         self._finish(record, status, value=value, error_type=error_type, error=error,
                      traceback=self._sources.repair(traceback))
 
-    def _finish(self, record: TaskRecord, status: str, *, value: Any = None,
+    def _finish(self, record: TaskRecord, status: Status, *, value: Any = None,
                 error_type: str | None = None, error: str | None = None,
                 traceback: str | None = None, retry: bool = True) -> None:
         """Give a record its end, or requeue it while it has retries left."""
@@ -665,13 +633,19 @@ class Run:
             self._counts[record.status] -= 1
             self._counts[status] = self._counts.get(status, 0) + 1
         record.status, record.value = status, value
+        self._latest.append(record.task)
+        if status in FAILED:
+            self._failures.append(Failure(record.task, short_repr(record.item), status,
+                                          record.message or "", record.traceback))
         if status == "ok" and self._checkpoint is not None:
             self._checkpoint.add(self._keys[record.task], record)
 
-    def _log_attempt(self, record: TaskRecord, status: str) -> None:
-        self._attempts.append(Attempt(record.engine, record.started - self._started_at,
-                                      record.duration_s, status))
-        self._attempts_total += 1
+    def _log_attempt(self, record: TaskRecord, status: Status) -> None:
+        """Keep one finished attempt for the timeline (as a tuple: this runs once per item)."""
+        assert record.started is not None, "the caller sets the attempt's start first"
+        self._marks.append((record.task, record.engine, record.started - self._started_at,
+                            record.duration_s, status))
+        self._marks_total += 1
 
     def _engine_lost(self, state: _EngineState, how: str) -> None:
         """Requeue what a dead engine held; charge an attempt only to a proven culprit.
@@ -682,8 +656,9 @@ class Run:
         item it held runs again alone, uncharged, until a death names its culprit.
         """
         state.dead = True
+        cluster = self._started_cluster
         batches, state.inflight = list(state.inflight), deque()
-        info = self._cluster.engines.get(state.id)
+        info = cluster.engines.get(state.id)
         where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
                                          if info and info.pid else "")
         running = batches[0] if batches and batches[0].started is not None else None
@@ -702,6 +677,7 @@ class Run:
             elif not indices:
                 continue  # a superseded copy, or its item ended elsewhere
             else:
+                assert batch.started is not None  # it is `running`, which has started
                 record = self.records[batch.indices[0]]
                 record.attempts += 1
                 record.engine = state.id
@@ -710,15 +686,16 @@ class Run:
                 self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
                 if batch.killed_for == "timeout":
                     self._finish(record, "timeout", error_type="TaskTimeout",
-                                 error=f"task ignored its time limit of {self.options.timeout:g} s and "
-                                       f"the interrupt; {where} was ended and replaced")
+                                 error=f"task ignored its time limit of "
+                                       f"{self.options.timeout:g} s and the interrupt; "
+                                       f"{where} was ended and replaced")
                 else:
                     self._finish(record, "lost", error_type="EngineDied",
                                  error=f"{where} {how} while running this task "
                                        f"(attempt {record.attempts} of "
                                        f"{self.options.retries + 1})")
-        if self._cluster.owned and not self._cancelling and state.id not in self._cluster.retiring:
-            self._cluster.add_engines(1, wait=False)
+        if cluster.owned and not self._cancelling and state.id not in cluster.retiring:
+            cluster.add_engines(1, wait=False)
             self._replacements += 1
 
     def _watchdog(self) -> None:
@@ -736,18 +713,19 @@ class Run:
                 if now - batch.interrupted > (CANCEL_GRACE_S if self._cancelling else grace):
                     batch.killed_for = "cancel" if self._cancelling or batch.superseded \
                         else "timeout"
-                    self._cluster.kill_engine(state.id)
+                    self._started_cluster.kill_engine(state.id)
                     self._engine_lost(state, "was ended")
             elif timeout is not None and now - batch.started > BATCH_BUDGET_S + timeout + grace:
                 batch.interrupted = now
-                self._cluster.interrupt_engine(state.id)
+                self._started_cluster.interrupt_engine(state.id)
 
     def _begin_cancel(self) -> None:
         self._cancelling = True
         while self._queue:
             self._finish(self.records[self._queue.popleft()], "cancelled",
                          error="the run was cancelled")
-        client = self._cluster.client
+        cluster = self._started_cluster
+        client = cluster.client
         for state in self._engines.values():
             if state.dead or not state.inflight:
                 continue
@@ -757,9 +735,9 @@ class Run:
             state.inflight[0].interrupted = time.monotonic()
             if state.inflight[0].started is None:
                 state.inflight[0].started = time.monotonic()
-            self._cluster.interrupt_engine(state.id)
+            cluster.interrupt_engine(state.id)
 
-    def _end_remaining(self, status: str, reason: str) -> None:
+    def _end_remaining(self, status: Status, reason: str) -> None:
         for state in self._engines.values():
             for batch in state.inflight:
                 batch.abandoned = True
@@ -773,7 +751,7 @@ class Run:
 
     def _clean_up(self) -> None:
         """Drop this run's function from the engines and its messages from the client."""
-        client = self._cluster.client
+        client = self._started_cluster.client
         try:
             live = [s.id for s in self._engines.values() if not s.dead and s.has_payload]
             if live:  # its messages are pruned with the run's: they would pile up, run by run
@@ -845,27 +823,3 @@ def _captured(fn: Callable) -> dict[str, Any]:
         return {}
     return {name: value for name, value in {**found.globals, **found.nonlocals}.items()
             if not isinstance(value, types.ModuleType)}
-
-
-def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries: int = 0,
-        batch: int | str = "auto", validate: Any = None, checkpoint: str | None = None,
-        key: Callable[[Any], Any] | None = None, speculate: bool = False, concurrency: int = 1,
-        memory_limit: int | str | None = None) -> Run:
-    """Run `fn(item)` for every item on the kernel's cluster; returns a Run at once.
-
-    `timeout`: seconds one item may run. `retries`: extra attempts for an item that failed,
-    timed out or lost its engine. `batch`: items per message ("auto" sizes batches from
-    measured durations). `validate`: a callable returning a reason when a result is wrong,
-    or a {column: dtype} schema; invalid results get status `invalid`.
-    `checkpoint`: a file where each successful item is saved as it ends; a run with the same
-    file skips the items saved there (named by a hash of the item, or of `key(item)`).
-    `speculate`: once the queue is empty, back up a batch running far longer than expected on
-    an idle engine; the first copy to finish wins. `concurrency`: items run at once on each
-    engine, in threads (for tasks that wait on I/O; `async def` tasks work too).
-    `memory_limit` ("500MB", "2GB" or bytes): how much an engine may grow while it runs a
-    task; beyond it the task ends with status `memory` and the engine lives on.
-    """
-    options = RunOptions(timeout=timeout, retries=retries, batch=batch, validate=validate,
-                         checkpoint=checkpoint, key=key, speculate=speculate,
-                         concurrency=concurrency, memory_limit=memory_limit)
-    return Run(fn, items, options, labels=item_label)

@@ -25,7 +25,8 @@ import subprocess
 import threading
 import types
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cloudpickle
 import numpy as np

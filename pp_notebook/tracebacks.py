@@ -11,7 +11,8 @@ from __future__ import annotations
 import linecache
 import re
 import types
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, cast
 
 from IPython import get_ipython
 
@@ -55,7 +56,7 @@ class SourceMap:
                 if isinstance(const, types.CodeType):
                     self._collect(const, seen, depth + 1)
         elif isinstance(obj, (types.FunctionType, types.MethodType)):
-            func = getattr(obj, "__func__", obj)
+            func = cast(types.FunctionType, getattr(obj, "__func__", obj))  # a method: its function
             self._collect(func.__code__, seen, depth + 1)
             for name in func.__code__.co_names:  # helpers it calls from its module
                 if name in func.__globals__:

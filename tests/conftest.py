@@ -1,16 +1,10 @@
 """Shared fixtures: one real local ipyparallel cluster for the whole session."""
 
-import os
-import time
-from contextlib import contextmanager
-
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import pp_notebook as pp
 
-ENGINES = 2
+from helpers import ENGINES, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -44,36 +38,18 @@ def cluster(session_cluster):
     return session_cluster
 
 
-def engine_pids(cluster) -> dict[int, int]:
-    cluster.wait_for_info()
-    return {e["id"]: e["pid"] for e in pp.status()["engines"]}
+# -- time per tier (tests/unit, cluster, faults, browser), printed at the end ----------------
+
+_tier_seconds: dict[str, float] = {}
 
 
-def wait_until(predicate, timeout=30.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+def pytest_runtest_logreport(report):
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@contextmanager
-def ipython_shell():
-    """A real IPython shell with the extension loaded (history in memory, not in ~/.ipython)."""
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "pp_notebook")
-    try:
-        yield shell
-    finally:
-        InteractiveShell.clear_instance()
+def pytest_terminal_summary(terminalreporter):
+    if _tier_seconds:
+        terminalreporter.write_line("time per tier: " + " · ".join(
+            f"{tier} {seconds:.0f} s" for tier, seconds in _tier_seconds.items()))

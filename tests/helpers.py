@@ -1,11 +1,21 @@
 """Helpers shared by the tests that start real kernels, servers and browsers."""
 
 import json
+import os
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import pp_notebook as pp
+
+ENGINES = 2
+"""Engines of the session's cluster (the `cluster` fixture)."""
 
 
 class Descendants:
@@ -66,3 +76,50 @@ def this_interpreter_kernel(tmp_path: Path, monkeypatch, name: str) -> str:
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     return name
+
+
+def engine_pids(cluster) -> dict[int, int]:
+    cluster.wait_for_info()
+    return {e["id"]: e["pid"] for e in pp.status()["engines"]}
+
+
+def wait_until(predicate, timeout=30.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextmanager
+def ipython_shell():
+    """A real IPython shell with the extension loaded (history in memory, not in ~/.ipython)."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "pp_notebook")
+    try:
+        yield shell
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def watched(run):
+    """A dashboard that watched `run` to its end and drew its summary."""
+    from pp_notebook.views.dashboard import Dashboard
+
+    dashboard = Dashboard(run).start()
+    try:
+        run.wait()
+    finally:
+        dashboard.stop()
+    return dashboard

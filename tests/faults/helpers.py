@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 
-import pp_notebook as pp
 from pp_notebook.cluster import KernelCluster
+from pp_notebook.cluster.handle import start_local
 
 POLL_S = 0.01
 
@@ -58,7 +58,7 @@ def process_tree(pid: int) -> list[psutil.Process]:
 def cluster_processes(handle: KernelCluster) -> list[psutil.Process]:
     """The controller, its schedulers, the engines and their nannies of a local cluster."""
     handle.wait_for_info()
-    processes = process_tree(handle.cluster.controller.process.pid)
+    processes = process_tree(handle.controller_pid)
     for info in handle.engines.values():
         if info.pid is not None:
             processes += process_tree(info.pid)
@@ -92,7 +92,7 @@ def dedicated_cluster(engines: int = 2):
     """A local cluster of its own, for faults that damage the cluster itself (the kernel's
     cluster stays untouched). Every process it started ends when the block does, whatever
     happened inside; `handle.leftovers` lists those that outlived `shutdown()`."""
-    handle = pp.cluster._start_local(engines)
+    handle = start_local(engines)
     processes = cluster_processes(handle)
     handle.started_processes = processes
     handle.leftovers = []

@@ -10,9 +10,10 @@ import cloudpickle
 import pytest
 
 import pp_notebook as pp
-from conftest import wait_until
+from pp_notebook.engine import leftovers
 
 from .helpers import wrong_results
+from helpers import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -27,16 +28,6 @@ def second_task(x):
     import time as _time
     _time.sleep(0.01)
     return ("second", x)
-
-
-def engine_state():
-    """What a finished run could have left behind on an engine."""
-    import signal as _signal
-    import sys as _sys
-    engine = _sys.modules["pp_notebook.engine"]
-    return {"payloads": list(engine._payloads), "deadlines": dict(engine._deadlines),
-            "armed": engine._armed, "itimer": _signal.getitimer(_signal.ITIMER_REAL),
-            "stdout": type(_sys.stdout).__name__}
 
 
 def test_cancel_keeps_finished_results_and_the_cluster_stays_usable(cluster):
@@ -100,9 +91,9 @@ def test_the_run_after_a_cancel_gets_only_its_own_results(cluster, how, fault_fi
     assert wait_until(lambda: all(q.get("queue", 0) + q.get("tasks", 0) == 0
                                   for e, q in client.queue_status().items()
                                   if isinstance(e, int)), 10), client.queue_status()
-    for state in client[cluster.live_ids()].apply_sync(engine_state):
-        assert not set(state["payloads"]) & {first._key, second._key}, state
-        assert state["deadlines"] == {} and not state["armed"], state
+    for state in client[cluster.live_ids()].apply_sync(leftovers):
+        assert not set(state["runs"]) & {first.key, second.key}, state
+        assert state["limited_threads"] == 0 and not state["armed"], state
         assert state["itimer"] == (0.0, 0.0) and state["stdout"] != "_CappedOutput", state
-    assert not (first._msg_ids | second._msg_ids) & set(client.history)
-    assert not (first._msg_ids | second._msg_ids) & set(client.outstanding)
+    assert not (first.message_ids | second.message_ids) & set(client.history)
+    assert not (first.message_ids | second.message_ids) & set(client.outstanding)

@@ -10,12 +10,12 @@ import cloudpickle
 import psutil
 import pytest
 
-from pp_notebook.cluster import ClusterError
+from pp_notebook.errors import ClusterError
 from pp_notebook.options import RunOptions
 from pp_notebook.run import Run
-from conftest import wait_until
 
 from .helpers import alive, dedicated_cluster
+from helpers import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -33,8 +33,8 @@ def controller_killed(fault_figures):
     """Kill the controller of a dedicated cluster mid-run; what became of the run, and of
     the cluster's processes once it was shut down."""
     with dedicated_cluster(2) as handle:
-        controller = handle.cluster.controller.process.pid
-        run = Run(triple, range(TASKS), RunOptions(), cluster=handle)
+        controller = handle.controller_pid
+        run = Run(triple, range(TASKS), RunOptions()).start(handle)
         assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 6, 60)
         os.kill(controller, signal.SIGKILL)
         killed = time.monotonic()

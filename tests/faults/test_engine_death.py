@@ -11,9 +11,10 @@ import cloudpickle
 import pytest
 
 import pp_notebook as pp
-from conftest import engine_pids, pid_alive, wait_until
+from pp_notebook.engine import leftovers
 
 from .helpers import engine_dead, read_marker, time_until, wrong_results
+from helpers import engine_pids, pid_alive, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -43,20 +44,6 @@ def crash_on(x, victim, how, marker):
                 chunks.append(bytearray(10_000_000))
     _time.sleep(0.05)
     return x * 10
-
-
-def engine_state():
-    """What a finished run could have left behind on an engine."""
-    import os as _os
-    import resource
-    import signal as _signal
-    import sys as _sys
-    engine = _sys.modules["pp_notebook.engine"]
-    return {"pid": _os.getpid(), "payloads": list(engine._payloads),
-            "deadlines": dict(engine._deadlines), "armed": engine._armed,
-            "itimer": _signal.getitimer(_signal.ITIMER_REAL),
-            "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
-            "stdout": type(_sys.stdout).__name__}
 
 
 def test_killing_an_engine_from_outside_loses_nothing_even_without_retries(cluster,
@@ -174,7 +161,7 @@ def test_a_task_over_its_memory_limit_ends_as_memory_and_its_engine_lives_on(
         cluster, tmp_path, fault_figures):
     pids = set(engine_pids(cluster).values())
     limits = {s["pid"]: s["rlimit_as"]
-              for s in cluster.client[cluster.live_ids()].apply_sync(engine_state)}
+              for s in cluster.client[cluster.live_ids()].apply_sync(leftovers)}
     marker = str(tmp_path / "fault")
     run = pp.map(lambda x: crash_on(x, 3, "allocate", marker), range(12), memory_limit="300MB")
     injected, pid = read_marker(tmp_path / "fault")
@@ -190,7 +177,7 @@ def test_a_task_over_its_memory_limit_ends_as_memory_and_its_engine_lives_on(
     assert record.attempts == 1 and record.pid == pid
     # the engine lives on, with its usual limits: a big allocation without a limit succeeds
     assert set(engine_pids(cluster).values()) == pids and pid_alive(pid)
-    states = cluster.client[cluster.live_ids()].apply_sync(engine_state)
+    states = cluster.client[cluster.live_ids()].apply_sync(leftovers)
     assert {s["pid"] for s in states} == pids
     for state in states:
         assert state["rlimit_as"] == limits[state["pid"]], state  # the cap was lifted

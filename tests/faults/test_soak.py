@@ -21,7 +21,7 @@ def row(x):
 
 
 def test_fifty_runs_in_a_row_keep_memory_bounded(cluster, fault_figures):
-    controller = cluster.cluster.controller.process.pid
+    controller = cluster.controller_pid
     figures = {}
     for i in range(RUNS):
         run = pp.map(row, range(TASKS))

@@ -7,7 +7,8 @@ import cloudpickle
 import pytest
 
 import pp_notebook as pp
-from conftest import wait_until
+
+from helpers import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import pp_notebook as pp
-from pp_notebook.cellfunc import CellError, compile_cell, evaluate_iterable, parse_header
+from pp_notebook.cell import compile_cell, evaluate_iterable, parse_header
+from pp_notebook.errors import CellError
 
 
 def _generator():

@@ -1,7 +1,7 @@
 """Summaries keep cancelled apart from failed, and do not claim a speedup for microsecond tasks."""
 
-from pp_notebook.records import TaskRecord, summarize
-from pp_notebook.summary_html import summary_html
+from pp_notebook.records import TaskRecord
+from pp_notebook.summary import summarize, summary_html
 
 
 def record(task, status, engine=0, duration=0.5):

@@ -3,9 +3,10 @@
 import numpy as np
 
 from pp_notebook import fmt
-from pp_notebook.charts import CANCELLED_COLOUR, FAILED_COLOUR, Histogram, Timeline
-from pp_notebook.progress import status_text
-from pp_notebook.run import RunSnapshot
+from pp_notebook.snapshot import RunSnapshot
+from pp_notebook.views.charts import Histogram, Timeline
+from pp_notebook.views.text import status_text
+from pp_notebook.views.theme import CANCELLED_COLOUR, FAILED_COLOUR
 
 
 def test_item_reprs_are_plain_for_numpy_numbers():

@@ -1,0 +1,92 @@
+"""The scheduling policy of a run, as pure arithmetic on measured task times: how many items a
+batch holds, how long an engine may work on one, how many batches an engine holds at once,
+and when a running batch is overdue enough to back up. No I/O: the Run asks, this answers.
+
+It follows list scheduling: batches aim at TARGET_BATCH_S of work (long enough to hide a
+round trip, short enough to spread the tail), a batch that meets unusually long items hands
+the rest back early (its budget), and near the end of the queue an engine gets a batch only
+when it has none, so nothing waits behind a long task while another engine is idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TARGET_BATCH_S = 0.2
+"""Aim for batches that keep an engine busy this long: long enough to hide the ~2 ms cost of
+a round trip, short enough that the queue's tail spreads over all engines."""
+MIN_BATCH_S = 0.005
+MAX_BATCH = 10_000
+BATCH_BUDGET_S = 1.0
+"""An engine starts no new item of a batch after this long; the client requeues the rest."""
+BUDGET_FACTOR = 2.0
+MIN_BUDGET_S = 0.02
+"""Once durations are known, a batch's budget is BUDGET_FACTOR times its expected run time
+(at least MIN_BUDGET_S, at most BATCH_BUDGET_S)."""
+IN_FLIGHT_PER_ENGINE = 2
+SPECULATE_FACTOR = 3.0
+SPECULATE_MIN_S = 0.5
+"""With `speculate=True`, a running batch gets a backup copy on an idle engine once the queue is
+empty and it has run SPECULATE_FACTOR times its expected time (and at least SPECULATE_MIN_S)."""
+ITEM_OVERHEAD_S = 5e-6
+"""What one item costs beyond its own run time (engine ~3 µs, client ~2 µs, measured): batch
+sizes count it, so that batches of near-instant tasks still spread over the engines."""
+
+
+@dataclass
+class BatchPolicy:
+    """Batch sizes, budgets, queue depth and speculation, from the task times seen so far.
+
+    `batch` is the run's option ("auto" or a fixed size); `concurrency` the items an engine
+    runs at once. Feed it each finished attempt's engine time with `observe`.
+    """
+
+    batch: int | str = "auto"
+    concurrency: int = 1
+    timed_items: int = 0
+    timed_total: float = 0.0
+
+    def observe(self, duration_s: float) -> None:
+        """Count one finished attempt's run time, measured on its engine."""
+        self.timed_items += 1
+        self.timed_total += duration_s
+
+    def mean_item_s(self) -> float | None:
+        """Engine time per item (its share of a thread when items run at once); None before
+        any attempt has finished."""
+        if not self.timed_items:
+            return None
+        return (self.timed_total / self.timed_items + ITEM_OVERHEAD_S) / self.concurrency
+
+    def batch_size(self, queued: int, engines: int) -> int:
+        """Items in the next batch, with `queued` items waiting for `engines` live engines."""
+        if self.batch != "auto":
+            return int(self.batch)
+        mean = self.mean_item_s()
+        if mean is None:
+            return self.concurrency  # one item per thread: durations come back at once
+        # Shorter batches would not pay for their trip, nor fill an engine's threads.
+        smallest = max(int(MIN_BATCH_S / mean), self.concurrency)
+        # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
+        size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self.timed_items, smallest))
+        tail = -(-queued // (IN_FLIGHT_PER_ENGINE * max(1, engines)))
+        return max(1, min(size, max(tail, smallest)))  # spread the tail over all engines
+
+    def budget(self, size: int) -> float:
+        """Seconds an engine may spend on a batch of `size` items before handing the rest back."""
+        mean = self.mean_item_s()
+        if mean is None:
+            return BATCH_BUDGET_S
+        return min(BATCH_BUDGET_S, max(BUDGET_FACTOR * size * mean, MIN_BUDGET_S))
+
+    def depth(self, queued: int, engines: int) -> int:
+        """Batches an engine may hold at once: two while the queue is long, one at its tail
+        (a batch queued behind a long one would wait while another engine sits idle)."""
+        return IN_FLIGHT_PER_ENGINE if queued > engines * self.batch_size(queued, engines) else 1
+
+    def overdue(self, size: int, running_for_s: float) -> bool:
+        """Whether a batch of `size` items running this long deserves a backup copy."""
+        mean = self.mean_item_s()
+        if mean is None:
+            return False
+        return running_for_s >= max(SPECULATE_FACTOR * size * mean, SPECULATE_MIN_S)

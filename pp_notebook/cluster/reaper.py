@@ -1,0 +1,97 @@
+"""Ends a local cluster's processes when the process that started them ends, even by SIGKILL.
+
+A kernel killed outright runs no atexit hook, and its controller and engines would live on.
+So the kernel starts this small watcher in its own session and writes it the pid of each
+process it launches; when the pipe closes (the kernel stopped the cluster, exited or was
+killed), the watcher ends those processes and their children, then exits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import IO
+
+import psutil
+
+TERMINATE_GRACE_S = 3.0
+
+
+class Reaper:
+    """The kernel's side: a pipe to the watcher process."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pp_notebook.cluster.reaper"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        assert self._process.stdin is not None  # stdin=PIPE
+        self._pipe: IO[bytes] = self._process.stdin
+
+    def watch(self, pid: int) -> None:
+        """End `pid` (and its children) when this process ends or calls `close`."""
+        try:
+            created = psutil.Process(pid).create_time()
+            self._pipe.write(f"{pid} {created}\n".encode())
+            self._pipe.flush()
+        except (psutil.Error, OSError):  # already gone, or the watcher is
+            pass
+
+    def close(self) -> None:
+        """Let the watcher end whatever is left of the cluster now."""
+        try:
+            self._pipe.close()
+        except OSError:
+            pass
+
+
+def _reap(watched: list[tuple[int, float]]) -> None:
+    """End each watched process, its children, and the rest of its process group: a child
+    whose parent was killed first has been re-parented, but stays in the group."""
+    roots = dict(watched)
+    reused = set()  # a root pid that now names another process: leave that one alone
+    for root, created in roots.items():
+        try:
+            if abs(psutil.Process(root).create_time() - created) >= 0.01:
+                reused.add(root)
+        except psutil.Error:
+            pass
+    processes = []
+    for process in psutil.process_iter(["create_time"]):
+        try:
+            group = os.getpgid(process.pid)
+        except OSError:
+            continue
+        root = process.pid if process.pid in roots else group
+        if root in roots and root not in reused \
+                and process.info["create_time"] >= roots[root] - 0.01:
+            processes.append(process)
+    for process in list(processes):
+        try:
+            processes += process.children(recursive=True)
+        except psutil.Error:
+            pass
+    processes = list({p.pid: p for p in processes if p.pid != os.getpid()}.values())
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=TERMINATE_GRACE_S)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+def main() -> None:
+    watched = []
+    for line in sys.stdin:  # until EOF: the kernel closed the pipe or died
+        pid, created = line.split()
+        watched.append((int(pid), float(created)))
+    _reap(watched)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The figures of a run: wall time, speedup, and how each engine fared; as text and as plain
+HTML that stays readable in saved notebooks (GitHub, nbviewer), with pandas' own tables."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from html import escape
+
+import pandas as pd
+
+from . import fmt
+from .batching import ITEM_OVERHEAD_S
+from .records import TaskRecord
+from .snapshot import FAILED
+
+TOO_SHORT_FACTOR = 10
+"""A run whose median task is shorter than this many times ITEM_OVERHEAD_S measures overhead,
+not speedup: its summary says so instead."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The figures of a run: time, speedup, and how each engine fared."""
+
+    tasks: int
+    counts: dict[str, int]
+    wall_s: float
+    task_s: float  # summed run time of all finished tasks, measured on the engines
+    engines: int
+    per_engine: pd.DataFrame = field(repr=False)
+    slowest: pd.DataFrame = field(repr=False)
+    resumed: int = 0  # ok items taken from a checkpoint
+    median_task_s: float | None = None
+
+    @property
+    def speedup(self) -> float:
+        """Summed task time over wall time: how many engines' worth of work ran at once."""
+        return self.task_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        """Speedup per engine (1.0 = every engine busy the whole time)."""
+        return self.speedup / self.engines if self.engines else 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FAILED)
+
+    @property
+    def too_short(self) -> bool:
+        """The median task is too short for speedup to mean anything: overhead dominates."""
+        return self.median_task_s is not None \
+            and self.median_task_s < TOO_SHORT_FACTOR * ITEM_OVERHEAD_S
+
+    def speed_text(self) -> str:
+        """`speedup 1.9×`, or why a speedup would mislead for microsecond tasks."""
+        if self.too_short and self.median_task_s is not None:
+            return (f"median task {self.median_task_s * 1e6:.0f} µs, under {TOO_SHORT_FACTOR}× "
+                    f"the ~{ITEM_OVERHEAD_S * 1e6:.0f} µs overhead per task: speedup not "
+                    "meaningful; give each task more work")
+        return f"speedup {self.speedup:.1f}×"
+
+    def line(self) -> str:
+        """`1000 tasks · 998 ok · 2 failed (2 error) · 12.3 s · speedup 1.9×`"""
+        parts = [f"{self.tasks} tasks", f"{self.counts.get('ok', 0)} ok"]
+        if self.resumed:
+            parts.append(f"{self.resumed} resumed from the checkpoint")
+        if self.failed:
+            parts.append(f"{self.failed} failed ({failure_detail(self.counts)})")
+        for status in ("cancelled", "pending"):
+            if self.counts.get(status):
+                parts.append(f"{self.counts[status]} {status}")
+        parts += [f"{self.wall_s:.1f} s", self.speed_text()]
+        return " · ".join(parts)
+
+    def _repr_html_(self) -> str:
+        """Plain HTML, so the summary stays readable in saved notebooks (GitHub, nbviewer)."""
+        return summary_html(self)
+
+    def __str__(self) -> str:
+        lines = [self.line()]
+        if not self.too_short:
+            lines.append(f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
+                         f"efficiency {self.efficiency:.0%}")
+        if len(self.per_engine):
+            lines.append(self.per_engine.to_string())
+        return "\n".join(lines)
+
+
+def failure_detail(counts: dict[str, int]) -> str:
+    """`2 error, 1 timeout`: the failures by status."""
+    return ", ".join(f"{counts[s]} {s}" for s in FAILED if counts.get(s))
+
+
+def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None = None,
+              slowest: int = 5) -> RunSummary:
+    """Wall time, summed task time, speedup, and per engine: tasks, busy share, failures
+    (cancelled tasks count as tasks, not as failures)."""
+    counts: dict[str, int] = {}
+    per_engine: dict[int, dict] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.engine is None or r.resumed:  # never ran, or ran in an earlier run
+            continue
+        row = per_engine.setdefault(r.engine, {"host": r.host, "tasks": 0, "failed": 0,
+                                               "cancelled": 0, "busy_s": 0.0})
+        row["tasks"] += 1
+        row["failed"] += r.failed
+        row["cancelled"] += r.status == "cancelled"
+        row["busy_s"] += r.duration_s or 0.0
+    table = pd.DataFrame.from_dict(per_engine, orient="index",
+                                   columns=["host", "tasks", "failed", "cancelled", "busy_s"])
+    table.index.name = "engine"
+    table = table.sort_index()
+    table["utilisation"] = table["busy_s"] / wall_s if wall_s > 0 else 0.0
+    ran = table["tasks"] - table["cancelled"]
+    table["failure_rate"] = (table["failed"] / ran).where(ran > 0, 0.0)
+    timed = [(r.duration_s, r) for r in records if r.duration_s is not None and not r.resumed]
+    ok_durations = [duration for duration, r in timed if r.status == "ok"]
+    median = statistics.median(ok_durations) if ok_durations else None
+    timed.sort(key=lambda pair: pair[0], reverse=True)
+    slow = pd.DataFrame({"task": [r.task for _, r in timed[:slowest]],
+                         "duration_s": [duration for duration, _ in timed[:slowest]],
+                         "engine": [r.engine for _, r in timed[:slowest]],
+                         "status": [r.status for _, r in timed[:slowest]]})
+    return RunSummary(tasks=len(records), counts=counts, wall_s=wall_s,
+                      resumed=sum(r.resumed for r in records),
+                      task_s=float(table["busy_s"].sum()) if len(table) else 0.0,
+                      engines=engines_used if engines_used is not None else len(table),
+                      per_engine=table, slowest=slow, median_task_s=median)
+
+
+def summary_html(summary: RunSummary, *, engines: bool = True) -> str:
+    """Headline figures, the per-engine table (unless `engines=False`) and the slowest tasks."""
+    failed = failure_detail(summary.counts)
+    short = summary.too_short  # microsecond tasks: speedup and efficiency would mislead
+    figures = pd.DataFrame([{
+        "tasks": summary.tasks, "ok": summary.counts.get("ok", 0),
+        "failed": f"{summary.failed} ({failed})" if failed else "0",
+        "cancelled": summary.counts.get("cancelled", 0),
+        "wall time": fmt.seconds(summary.wall_s), "summed task time": fmt.seconds(summary.task_s),
+        "speedup": "–" if short else f"{summary.speedup:.2f}×", "engines": summary.engines,
+        "efficiency": "–" if short else f"{summary.efficiency:.0%}"}])
+    parts = [f"<p><b>pp_notebook run</b>: {escape(summary.line())}</p>", _table(figures)]
+    if engines and len(summary.per_engine):
+        table = summary.per_engine
+        parts += ["<p><b>Per engine</b></p>", _table(pd.DataFrame({
+            "engine": table.index, "host": table["host"], "tasks": table["tasks"],
+            "failed": table["failed"], "cancelled": table["cancelled"],
+            "busy": table["busy_s"].map(fmt.seconds),
+            "utilisation": table["utilisation"].map("{:.0%}".format),
+            "failure rate": table["failure_rate"].map("{:.0%}".format)}))]
+    if len(summary.slowest):
+        slow = summary.slowest
+        parts += ["<p><b>Slowest tasks</b></p>", _table(pd.DataFrame({
+            "task": slow["task"], "duration": slow["duration_s"].map(fmt.seconds),
+            "engine": slow["engine"], "status": slow["status"]}))]
+    return "\n".join(parts)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, escape=True)

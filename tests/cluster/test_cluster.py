@@ -1,0 +1,194 @@
+"""The kernel's one cluster: status, reuse, scaling, connecting elsewhere, clean exits."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import ipyparallel as ipp
+import pytest
+from ipyparallel.cluster import launcher as launcher_module
+
+import pp_notebook as pp
+from pp_notebook.cluster import handle as handle_module
+from pp_notebook.cluster.handle import start_local
+
+from helpers import pid_alive, wait_until
+
+
+def run_script(code: str, timeout: float = 120) -> dict:
+    """Run a Python script in a fresh interpreter; it prints one JSON line last."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_status_lists_each_live_engine(cluster):
+    status = pp.status()
+    assert status["running"] and status["local"] and status["cluster_id"]
+    engines = status["engines"]
+    assert [e["id"] for e in engines] == sorted(cluster.live_ids())
+    for engine in engines:
+        assert pid_alive(engine["pid"]) and engine["host"]
+    # the controller learns of finished tasks a moment after the client: wait for it to agree
+    assert wait_until(lambda: all(e["state"] == "idle" for e in pp.status()["engines"]), 10)
+
+
+def test_start_again_reuses_the_running_cluster(cluster):
+    before = pp.status()
+    again = pp.start()
+    assert again["cluster_id"] == before["cluster_id"]
+    assert [e["pid"] for e in again["engines"]] == [e["pid"] for e in before["engines"]]
+
+
+def test_scale_adds_and_removes_engines(cluster):
+    before = set(cluster.live_ids())
+    grown = pp.scale(3)
+    assert len(grown["engines"]) == 3
+    (added,) = set(cluster.live_ids()) - before
+    # cloudpickle is on the new engine too: it can send back a function it made
+    made = cluster.client[added].apply_sync(lambda: (lambda y: y + 1))
+    assert made(1) == 2
+    run = pp.map(lambda x: x, range(30))
+    run.wait(30)
+    assert run.result()["status"].eq("ok").all()
+    shrunk = pp.scale(2)
+    assert len(shrunk["engines"]) == 2
+    assert wait_until(lambda: len(cluster.live_ids()) == 2, 10)
+
+
+def test_connect_uses_a_cluster_started_elsewhere_and_leaves_it_running(tmp_path):
+    foreign = ipp.Cluster(n=1, cluster_id="pp-test-foreign", delay=0, log_level=40)
+    foreign.start_cluster_sync()
+    try:
+        foreign.connect_client_sync().wait_for_engines(1, timeout=60)
+        connection_file = f"{foreign.profile_dir}/security/ipcontroller-pp-test-foreign-client.json"
+        result = run_script(f"""
+            import json, pp_notebook as pp
+            pp.connect(cluster_id="pp-test-foreign")
+            status = pp.status()
+            run = pp.map(lambda x: x * 3, range(5))
+            run.wait(60)
+            values = [r.value for r in run.records]
+            pp.connect(connection_file={connection_file!r})
+            by_file = pp.map(lambda x: x + 1, range(3))
+            by_file.wait(60)
+            pp.stop()
+            print(json.dumps({{"status": status, "values": values,
+                              "by_file": [r.value for r in by_file.records]}}))
+        """)
+        assert result["values"] == [0, 3, 6, 9, 12]
+        assert result["by_file"] == [1, 2, 3]
+        assert result["status"]["local"] is False
+        assert result["status"]["cluster_id"] == "pp-test-foreign"
+        assert len(result["status"]["engines"]) == 1
+        # pp.stop() only disconnected: the cluster started elsewhere still answers
+        client = foreign.connect_client_sync()
+        assert client[:].apply_sync(lambda: 7) == [7]
+        client.close()
+    finally:
+        foreign.stop_cluster_sync()
+
+
+def test_connecting_to_a_missing_cluster_says_how_to_start_one():
+    with pytest.raises(pp.ClusterError, match="no cluster reachable.*ipcluster start"):
+        pp.connect(cluster_id="no-such-cluster", timeout=2)
+
+
+def test_a_controller_that_cannot_start_reports_its_log(monkeypatch):
+    monkeypatch.setattr(handle_module, "FAST_CONTROLLER_ARGS",
+                        [*handle_module.FAST_CONTROLLER_ARGS, "--ip=999.1.1.1"])
+    with pytest.raises(pp.ClusterError, match="did not start(.|\n)*controller log(.|\n)*999.1.1.1"):
+        start_local(1)
+
+
+def test_engines_and_controller_end_with_the_process_and_on_stop():
+    pids = run_script("""
+        import json, pp_notebook as pp
+        from pp_notebook import cluster
+        pp.start(2)
+        handle = cluster.current()
+        engines = [e["pid"] for e in pp.status()["engines"]]
+        controller = handle.controller_pid
+        print(json.dumps({"engines": engines, "controller": controller}))
+    """)  # the interpreter exits without calling stop()
+    everything = pids["engines"] + [pids["controller"]]
+    assert wait_until(lambda: not any(pid_alive(p) for p in everything), 15), everything
+
+    stopped = run_script("""
+        import json, os, pp_notebook as pp
+        from pp_notebook import cluster
+        pp.start(1)
+        pids = [e["pid"] for e in pp.status()["engines"]]
+        pids.append(cluster.current().controller_pid)
+        pp.stop()
+        print(json.dumps({"pids": pids, "status": pp.status()}))
+    """)
+    assert stopped["status"]["running"] is False
+    assert wait_until(lambda: not any(pid_alive(p) for p in stopped["pids"]), 15)
+
+
+
+# ipyparallel's LocalProcessLauncher.get_output checks os.path.isfile(log), then removes it:
+# this makes the gap 0.2 s, so two removers at once collide every time (not 1 stop in 9).
+_SLOW_ISFILE = """
+import os, time
+
+class Proxy:  # a module with some attributes replaced
+    def __init__(self, target, **replaced):
+        self._target = target
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+def slow_isfile(path):
+    found = os.path.isfile(path)
+    if found and path.endswith(".log"):
+        time.sleep(0.2)
+    return found
+
+SLOW_OS = Proxy(os, path=Proxy(os.path, isfile=slow_isfile))
+"""
+
+
+def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog):
+    """ipyparallel removes a process's log file twice: when the cluster is stopped, and when
+    the launcher hears of the exit, on the loop it was started on. Started from a notebook
+    cell (a loop runs) and stopped where none runs (the kernel's exit, a run's thread), the two
+    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log"."""
+    slow = {}
+    exec(_SLOW_ISFILE, slow)
+    monkeypatch.setattr(launcher_module, "os", slow["SLOW_OS"])
+
+    async def in_a_cell():  # a notebook cell: the kernel's event loop is running
+        return start_local(1)
+
+    async def stop_in_a_cell(handle):
+        handle.shutdown()
+
+    for _ in range(2):
+        asyncio.run(in_a_cell()).shutdown()  # stopped where no event loop runs
+    handle = start_local(1)  # and the other way round: started without one,
+    stopper = threading.Thread(target=lambda: asyncio.run(stop_in_a_cell(handle)))
+    stopper.start()  # stopped from a thread with one
+    stopper.join(60)
+    out, err = capfd.readouterr()
+    assert "Failed to remove" not in out + err + caplog.text
+
+    # the interpreter's exit stops a cluster still running: that too without the message
+    script = _SLOW_ISFILE + textwrap.dedent("""
+        from ipyparallel.cluster import launcher
+        launcher.os = SLOW_OS
+        import asyncio, pp_notebook as pp
+        async def cell():
+            pp.start(1)
+        asyncio.run(cell())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Failed to remove" not in done.stdout + done.stderr, done.stdout + done.stderr

@@ -1,0 +1,316 @@
+"""Beyond one machine: a controller and engines on separate hosts, on one machine.
+
+Each host is a network namespace with its own address and hostname (tests/netns.py); an
+`ipcontroller` runs in "ctl", one `ipengine` in each of "hostA" and "hostB", and this process
+(the root namespace) connects with `pp_notebook.connect(connection_file=...)` over the test
+bridge, as a notebook would connect to a cluster started by `ipcluster` on other machines.
+hostA plays a machine where pp_notebook is not installed (its engine cannot import it, so the
+client's bootstrap ships pp_notebook/engine.py); hostB's clock runs an hour ahead
+(libfaketime) when libfaketime is installed.
+
+Needs root and iproute2; skipped, with the reason, where namespaces cannot be made.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+import pp_notebook as pp
+from pp_notebook import cluster as cluster_module
+from pp_notebook.cluster import handle as handle_module
+
+import netns
+from helpers import ipython_shell, pid_alive, wait_until
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
+
+CLUSTER_START_S = 30.0
+SKEW_S = 3600.0
+FAKETIME_LIBS = ["/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1",
+                 "/usr/local/lib/faketime/libfaketime.so.1"]
+# A task that lasted longer than this did not run in these tests: a wrong clock, not a task.
+ABSURD_S = 30.0
+# ipengine, on a host where `import pp_notebook` fails (as where it is not installed).
+ENGINE_WITHOUT_PP_NOTEBOOK = """
+import sys
+
+
+class NoPpNotebook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pp_notebook" or name.startswith("pp_notebook."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoPpNotebook())
+sys.argv[0] = "ipengine"
+from ipyparallel.engine.app import main
+main()
+"""
+
+
+def _faketime_lib() -> str | None:
+    for pattern in FAKETIME_LIBS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+class Hosts:
+    """The running multi-host cluster: the network, its processes, and engine ids by host."""
+
+    def __init__(self, net: netns.Network) -> None:
+        self.net = net
+        self.controller = None
+        self.engines = {}  # hostname -> netns.Process
+        self.engine_id = {}  # hostname -> ipyparallel engine id
+        self.skewed = None  # the hostname whose clock runs SKEW_S ahead, if any
+        self.client_file = None
+
+    def logs(self) -> str:
+        parts = []
+        for process in [self.controller, *self.engines.values()]:
+            if process is not None:
+                parts.append(f"--- {process.log.name} ---\n{process.log_tail()}")
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def hosts(request):
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    for stale in Path(tempfile.gettempdir()).glob("pp_notebook-multihost-*-*"):
+        if not pid_alive(int(stale.name.split("-")[2])):  # a killed run's logs
+            shutil.rmtree(stale, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"pp_notebook-multihost-{os.getpid()}-"))
+    net = netns.Network(workdir)
+    hosts = Hosts(net)
+    saved = {}
+
+    def finish():
+        # Disconnect from this cluster and give the session back the cluster it had.
+        if "current" in saved:
+            mine = cluster_module.swap(saved["current"])
+            if mine is not None and mine is not saved["current"]:
+                mine.shutdown()
+        problems = net.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        assert not problems, f"cleanup left: {problems}"
+
+    request.addfinalizer(finish)
+    try:
+        net.create(["ctl", "hostA", "hostB"])
+    except netns.Unavailable as exc:
+        pytest.skip(str(exc))
+    ctl = net.hosts["ctl"]
+
+    profile = workdir / "profile"
+    cluster_id = f"multihost-{net.tag}"
+    env = {**os.environ, "IPYTHONDIR": str(workdir / "ipython"), "PYTHONUNBUFFERED": "1"}
+    hosts.controller = net.start(ctl, [
+        sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
+        f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
+        *handle_module.FAST_CONTROLLER_ARGS], env=env, log_name="ipcontroller.log")
+    security = profile / "security"
+    engine_file = security / f"ipcontroller-{cluster_id}-engine.json"
+    hosts.client_file = security / f"ipcontroller-{cluster_id}-client.json"
+    if not wait_until(lambda: hosts.client_file.exists() and engine_file.exists()
+                          and hosts.controller.popen.poll() is None, CLUSTER_START_S):
+        pytest.fail(f"the controller wrote no connection files\n{hosts.logs()}")
+    time.sleep(0.05)  # the files are written whole, but give the writer its close()
+
+    connection = json.loads(engine_file.read_text())
+    assert connection["interface"] == f"tcp://{ctl.address}", connection
+    blocked = _unreachable(net, connection)
+    if blocked:
+        pytest.skip(f"traffic between namespaces over the bridge is blocked here ({blocked}); "
+                    "br_netfilter with a DROP forward policy does this")
+
+    faketime = _faketime_lib()
+    for name in ("hostA", "hostB"):
+        engine_env = dict(env)
+        if name == "hostB" and faketime:
+            hosts.skewed = name
+            # Its monotonic clock moves too: libfaketime 0.9.10 with
+            # FAKETIME_DONT_FAKE_MONOTONIC=1 makes time.sleep() fail with EINVAL.
+            engine_env.update(LD_PRELOAD=faketime, FAKETIME=f"+{SKEW_S:.0f}")
+        start = ([sys.executable, "-c", ENGINE_WITHOUT_PP_NOTEBOOK] if name == "hostA"
+                 else [sys.executable, "-m", "ipyparallel.engine"])
+        hosts.engines[name] = net.start(net.hosts[name], [
+            *start, f"--file={engine_file}", f"--profile-dir={profile}",
+            f"--cluster-id={cluster_id}"],
+            env=engine_env, log_name=f"ipengine-{name}.log")
+
+    saved["current"] = cluster_module.swap(None)  # keep the session's cluster: connect() would
+    # stop it
+    pp.connect(connection_file=str(hosts.client_file), timeout=10)
+    handle = cluster_module.current(start_if_missing=False)
+
+    def joined():
+        handle.wait_for_info(1.0)
+        return {info.host for info in handle.refresh().values()} == {"hostA", "hostB"}
+
+    if not wait_until(joined, CLUSTER_START_S, interval=0.1):
+        pytest.fail(f"engines did not register from both hosts: {pp.status()}\n{hosts.logs()}")
+    hosts.engine_id = {info.host: eid for eid, info in handle.engines.items()}
+    return hosts
+
+
+def _unreachable(net: netns.Network, connection: dict) -> str | None:
+    """Probe the controller's registration port from each engine host: None when reachable."""
+    address = (net.hosts["ctl"].address, connection["registration"])
+    probe = f"import socket; socket.create_connection({address!r}, timeout=3).close()"
+    for name in ("hostA", "hostB"):
+        done = net.run(net.hosts[name], [sys.executable, "-c", probe])
+        if done.returncode:
+            return f"{name} -> ctl: {done.stderr.strip().splitlines()[-1]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def ip(hosts):
+    """A real IPython shell with the extension loaded, whose cluster is the multi-host one."""
+    with ipython_shell() as shell:
+        yield shell
+
+
+def assert_on_client_timeline(run: pp.Run) -> None:
+    """Durations are sane and every start lies in the run's wall interval, client clock."""
+    begin, end = run.started_at, run.started_at + run.elapsed_s
+    slack = 0.01  # time.time() and time.monotonic() are read a few µs apart
+    for record in run.records:
+        assert 0 <= record.duration_s < ABSURD_S, (record.task, record.host, record.duration_s)
+        assert begin - slack <= record.started <= end + slack, (
+            f"task {record.task} on {record.host} started {record.started - begin:+.3f} s "
+            f"from the run's start; the run lasted {run.elapsed_s:.3f} s")
+        assert record.started + record.duration_s <= end + slack
+    for attempt in run.snapshot().marks:
+        assert -slack <= attempt.start_s <= run.elapsed_s + slack
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+def test_a_parallel_cell_runs_on_both_hosts(hosts, ip, capsys):
+    ip.run_line_magic("pp", f"connect --file {hosts.client_file}")  # as a notebook would
+    shown = capsys.readouterr().out
+    assert "(connected): 2 engines" in shown and "on hostA" in shown and "on hostB" in shown
+    ip.user_ns["offset"] = 1000
+    df = ip.run_cell_magic(
+        "parallel", "x in range(40) --quiet",
+        "import socket, time\ntime.sleep(0.02)\n"
+        "{'y': x * x + offset, 'ran_on': socket.gethostname()}")
+    assert list(df.index) == list(range(40))
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
+    assert list(df["y"]) == [x * x + 1000 for x in range(40)]
+    assert set(df["host"]) == {"hostA", "hostB"}
+    assert (df["host"] == df["ran_on"]).all()  # the record's host is where the task ran
+    assert set(df["engine"]) == set(hosts.engine_id.values())
+    run = pp.last_run()
+    by_host = {}
+    for record in run.records:
+        by_host.setdefault(record.host, set()).add((record.engine, record.pid))
+    assert {h: len(v) for h, v in by_host.items()} == {"hostA": 1, "hostB": 1}, by_host
+    for host, ((engine, pid),) in by_host.items():
+        assert engine == hosts.engine_id[host] and pid
+    assert_on_client_timeline(run)
+    # hostA ran the shipped copy of pp_notebook/engine.py; hostB its installed package
+    handle = cluster_module.current(start_if_missing=False)
+    origin = {host: handle.client[eid].apply_sync(_pp_notebook_origin)
+              for host, eid in hosts.engine_id.items()}
+    assert origin["hostA"] == (None, "pp_notebook/engine.py")
+    assert origin["hostB"][0].endswith("__init__.py")
+    status = pp.status()
+    assert status["local"] is False and {e["host"] for e in status["engines"]} == {"hostA", "hostB"}
+
+
+def test_an_engine_an_hour_ahead_keeps_records_on_the_client_clock(hosts):
+    if hosts.skewed is None:
+        pytest.skip("libfaketime is not installed (Debian package `libfaketime`): cannot skew "
+                    "an engine's clock")
+    handle = cluster_module.current(start_if_missing=False)
+    skewed = hosts.engine_id[hosts.skewed]
+    engine_now = handle.client[skewed].apply_sync(time.time)
+    assert abs(engine_now - time.time() - SKEW_S) < 60, "the engine's clock is not skewed"
+
+    run = pp.map(_nap, range(30))
+    assert run.wait(60)
+    df = run.result()
+    assert (df["status"] == "ok").all() and list(df["result"]) == list(range(30))
+    on_skewed = [r for r in run.records if r.engine == skewed]
+    assert on_skewed and len(on_skewed) < 30  # both engines took part
+    for record in run.records:
+        assert 0.045 <= record.duration_s < 1.0, (record.host, record.duration_s)
+    assert_on_client_timeline(run)
+    assert run.summary() is not None  # summaries and timelines take the corrected times
+
+
+def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
+    handle = cluster_module.current(start_if_missing=False)
+    cut, other = hosts.engine_id["hostA"], hosts.engine_id["hostB"]
+    assert set(handle.live_ids()) == {cut, other}
+    run = pp.map(_slow_square, range(60), retries=1)
+
+    def engine(eid):
+        return next((e for e in run.snapshot().engines if e.id == eid), None)
+
+    try:
+        # cut while hostA's task has >= 0.1 s to run: it cannot finish there before the cut
+        assert wait_until(lambda: (engine(cut) is not None and engine(cut).done >= 3
+                                       and engine(cut).running_for_s is not None
+                                       and engine(cut).running_for_s < 0.1), 20)
+        done_before, in_flight = engine(cut).done, engine(cut).running_task
+        cut_at = time.monotonic()
+        hosts.net.set_link(hosts.net.hosts["hostA"], up=False)
+        noticed = wait_until(lambda: engine(cut).state == "dead", 30, interval=0.01)
+        noticed_after = time.monotonic() - cut_at
+        left_after = (time.monotonic() - cut_at
+                      if wait_until(lambda: cut not in handle.live_ids(), 10) else None)
+        print(f"\nlink of hostA cut {run.elapsed_s - noticed_after:.2f} s into the run, after "
+              f"{done_before} of its tasks; the Run marked engine {cut} dead (requeued its "
+              f"in-flight tasks) {noticed_after:.2f} s later; it left client.ids after "
+              f"{left_after if left_after is None else round(left_after, 2)} s")
+        assert noticed, f"the Run never noticed the cut: {run.snapshot()}"
+        assert run.wait(60), run
+    finally:
+        hosts.net.set_link(hosts.net.hosts["hostA"], up=True)
+
+    df = run.result()
+    assert list(df.index) == list(range(60))  # one row per item
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
+    assert list(df["result"]) == [x * x for x in range(60)]
+    on_a = df[df["host"] == "hostA"]
+    assert len(on_a) == done_before  # what hostA finished before the cut, nothing after
+    assert df.loc[in_flight, "host"] == "hostB"  # hostA's running task moved to hostB
+    assert (df["engine"] == other).sum() == 60 - len(on_a)
+    # Nothing was charged twice: an item has one attempt, or two when hostA held it alone
+    # (then it counts as the likely cause of its engine's loss, and retries=1 runs it again).
+    charged = df[df["attempts"] > 1]
+    assert (df["attempts"] <= 2).all() and set(charged.index) <= {in_flight}, charged
+    assert_on_client_timeline(run)
+    assert engine(cut).state == "dead" and engine(other).state != "dead"
+
+
+def _pp_notebook_origin():
+    package, engine = sys.modules["pp_notebook"], sys.modules["pp_notebook.engine"]
+    return getattr(package, "__file__", None), engine.run_batch.__code__.co_filename
+
+
+def _nap(x):
+    time.sleep(0.05)
+    return x
+
+
+def _slow_square(x):
+    time.sleep(0.2)
+    return x * x

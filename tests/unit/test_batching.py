@@ -1,0 +1,125 @@
+"""The scheduling policy against synthetic timings: sizes, budgets, depth, speculation, and
+list scheduling on a simulated pair of engines."""
+
+import heapq
+
+import pytest
+
+from pp_notebook.batching import (
+    BATCH_BUDGET_S,
+    IN_FLIGHT_PER_ENGINE,
+    MAX_BATCH,
+    MIN_BUDGET_S,
+    SPECULATE_MIN_S,
+    TARGET_BATCH_S,
+    BatchPolicy,
+)
+
+
+def timed(mean_s: float, count: int, concurrency: int = 1) -> BatchPolicy:
+    policy = BatchPolicy(concurrency=concurrency)
+    for _ in range(count):
+        policy.observe(mean_s)
+    return policy
+
+
+def test_before_any_timing_a_batch_is_one_item_per_thread_with_the_full_budget():
+    assert BatchPolicy().batch_size(1000, 2) == 1
+    assert BatchPolicy(concurrency=8).batch_size(1000, 2) == 8
+    assert BatchPolicy().budget(1) == BATCH_BUDGET_S
+    assert not BatchPolicy().overdue(1, 1e6)
+
+
+def test_a_fixed_batch_option_is_kept():
+    assert timed(0.001, 100).batch_size(1000, 2) == 199  # auto, for contrast
+    fixed = BatchPolicy(batch=7)
+    fixed.observe(0.001)
+    assert fixed.batch_size(1000, 2) == 7
+
+
+def test_batches_grow_with_evidence_up_to_the_target_work():
+    assert timed(0.001, 1).batch_size(100_000, 2) == 4  # MIN_BATCH_S of work: safe at once
+    early, later = timed(1e-4, 10).batch_size(100_000, 2), timed(1e-4, 1000).batch_size(100_000, 2)
+    assert early == 47 and later == pytest.approx(TARGET_BATCH_S / 1.05e-4, rel=0.01)
+    assert timed(1e-7, 10**6).batch_size(10**9, 2) == MAX_BATCH
+
+
+def test_the_tail_is_spread_over_every_engine():
+    policy = timed(0.001, 1000)
+    assert policy.batch_size(100_000, 2) == 199
+    assert policy.batch_size(40, 2) == 10  # 40 items over 2 engines x 2 in flight
+    assert policy.batch_size(40, 4) == 5  # never below MIN_BATCH_S of work
+
+
+def test_near_instant_tasks_still_spread_counting_the_per_item_overhead():
+    assert timed(0.0, 1000).batch_size(10_000, 2) == 2500  # 5 µs of overhead per item
+
+
+def test_a_budget_is_twice_the_expected_time_within_bounds():
+    policy = timed(0.01, 100)
+    assert policy.budget(10) == pytest.approx(2 * 10 * 0.010005)
+    assert policy.budget(1000) == BATCH_BUDGET_S
+    assert timed(1e-6, 100).budget(1) == MIN_BUDGET_S
+
+
+def test_engines_hold_two_batches_while_the_queue_is_long_and_one_at_its_tail():
+    policy = timed(0.01, 100)
+    assert policy.depth(10_000, 2) == IN_FLIGHT_PER_ENGINE
+    assert policy.depth(2, 2) == 1
+
+
+def test_a_batch_is_overdue_at_three_times_its_expected_time_and_never_before_half_a_second():
+    policy = timed(1.0, 10)
+    assert not policy.overdue(1, 2.9) and policy.overdue(1, 3.01)
+    quick = timed(0.001, 10)
+    assert not quick.overdue(1, SPECULATE_MIN_S - 0.01) and quick.overdue(1, SPECULATE_MIN_S)
+
+
+def test_concurrency_shares_an_engine_between_its_threads():
+    assert timed(0.04, 100, concurrency=4).mean_item_s() == pytest.approx(0.040005 / 4)
+
+
+def simulate(durations: list[float], engines: int) -> float:
+    """The makespan of a run scheduled by the policy on `engines` simulated engines: each
+    holds up to `depth` batches, runs items in order, and hands back what is left once its
+    budget is spent (as the engine code does). Durations are known to the engines only."""
+    policy = BatchPolicy()
+    queue = list(range(len(durations)))
+    free_at = [0.0] * engines
+    events = [(0.0, engine) for engine in range(engines)]  # (time, engine ready for a batch)
+    heapq.heapify(events)
+    end = 0.0
+    while queue:
+        now, engine = heapq.heappop(events)
+        size = policy.batch_size(len(queue), engines)
+        batch, queue = queue[:size], queue[size:]
+        budget, spent, clock = policy.budget(len(batch)), 0.0, max(now, free_at[engine])
+        for position, index in enumerate(batch):
+            if position and spent > budget:
+                queue = batch[position:] + queue  # handed back for idle engines
+                break
+            clock += durations[index]
+            spent += durations[index]
+            policy.observe(durations[index])
+        free_at[engine] = clock
+        end = max(end, clock)
+        heapq.heappush(events, (clock, engine))
+    return end
+
+
+@pytest.mark.parametrize("durations", [
+    [0.01] * 400,                                   # even
+    [0.01] * 200 + [1.0] + [0.01] * 199,            # one long task in the middle
+    [0.01] * 399 + [1.0],                           # the long task last
+    [0.001 * (i % 50) for i in range(1000)],        # skewed
+])
+def test_the_makespan_stays_within_the_list_scheduling_bound(durations):
+    """Graham's bound for list scheduling in input order: sum/m + (1 - 1/m) * longest. Batches
+    must not make it worse (beyond a little rounding); even work splits evenly."""
+    engines = 2
+    graham = sum(durations) / engines + (1 - 1 / engines) * max(durations)
+    assert simulate(durations, engines) <= 1.05 * graham
+
+
+def test_even_work_splits_evenly_between_the_engines():
+    assert simulate([0.01] * 400, 2) <= 1.05 * 2.0
