@@ -57,6 +57,7 @@ demo: venv  ## run the quickstart headless and print its summary
 
 bench: venv  ## pp_notebook beside its peers, one table (benchmarks/README.md)
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_shared.py
 	$(PY) benchmarks/bench_dashboard.py
 
 clean:

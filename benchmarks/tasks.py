@@ -57,3 +57,8 @@ def straggle(item: tuple[int, float, float, str | None]) -> tuple[int, float]:
             time.sleep(first_attempt_s)
     busy(index, seconds)
     return index, time.time()
+
+
+def group_mean(frame, key):
+    """The analytics cell of bench_shared.py: the mean of one group of a big frame."""
+    return float(frame.x[frame.g == key].mean())

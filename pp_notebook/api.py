@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import cluster
 from .options import RunOptions, describe
 from .records import Labels, item_label
-from .run import Run
+from .run import Run, warn_captured_streams
+from .store import STORE
 
 _last_run: Run | None = None
 
@@ -31,11 +33,26 @@ def submit(fn: Callable, items: Iterable, options: RunOptions,
 def map(fn: Callable, items: Iterable, *, timeout: float | None = None, retries: int = 0,
         batch: int | str = "auto", validate: Any = None, checkpoint: str | None = None,
         key: Callable[[Any], Any] | None = None, speculate: bool = False, concurrency: int = 1,
-        memory_limit: int | str | None = None) -> Run:
+        memory_limit: int | str | None = None, share: tuple = ()) -> Run:
     options = RunOptions(timeout=timeout, retries=retries, batch=batch, validate=validate,
                          checkpoint=checkpoint, key=key, speculate=speculate,
-                         concurrency=concurrency, memory_limit=memory_limit)
+                         concurrency=concurrency, memory_limit=memory_limit, share=share)
+    warn_captured_streams(fn)
     return submit(fn, items, options)
+
+
+def share(value: Any) -> Any:
+    """Ship `value` once per host and keep it there between runs, whatever its size (frames
+    and arrays over 1 MB are shared anyway); returns `value`, so `df = pp.share(load())`."""
+    return STORE.mark(value)
+
+
+def forget() -> None:
+    """Drop every shared value: from this kernel's store, the engines and their hosts."""
+    values = STORE.clear()
+    handle = cluster.current_or_none()
+    if handle is not None:
+        handle.drop_shared([value.digest for value in values])
 
 
 map.__doc__ = f"""Run `fn(item)` for every item on the kernel's cluster; returns the Run at once.

@@ -35,6 +35,7 @@ from IPython import get_ipython
 from .errors import CellError
 from .records import Labels
 from .shipping import dumps, refusal, unpicklable, warn_same_streams
+from .store import STORE
 from .tracebacks import relabel
 
 MAGIC = "%%parallel"
@@ -250,14 +251,16 @@ def _resolve(free: set[str], tree: ast.AST, namespace: Mapping[str, Any]) -> dic
 def _check_shippable(shipped: dict[str, Any], tree: ast.AST) -> None:
     """Pickle the shipped values together once; on failure, name each one that cannot go
     (process-local state such as an open file is refused even where it would pickle)."""
+    # Big values are left to the run's payload: pickled (and fingerprinted) once, there.
+    small = {name: value for name, value in shipped.items() if not STORE.wants(value)}
     try:
-        dumps(shipped)
+        dumps(small)
         return
     except Exception:
         pass
     lines = _first_lines(tree)
     problems = [refusal(name, f"line {lines.get(name, '?')}", exc)
-                for name, exc in unpicklable(shipped).items()]
+                for name, exc in unpicklable(small).items()]
     raise CellError("cannot send to the engines: " + "; ".join(problems) + ". Create it inside "
                     "the cell instead (open the file, the connection or the lock there); "
                     "nothing was run")

@@ -7,11 +7,15 @@ raises: every failure of an item travels back as data, so one item cannot distur
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import io
+import mmap
 import os
 import pickle
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -58,7 +62,18 @@ class TaskTimeout(BaseException):
     """
 
 
-_payloads: OrderedDict[str, tuple[Callable, Any] | BaseException] = OrderedDict()
+SHM_DIR = "/dev/shm"
+"""Where shared values live on each host: files in memory, mapped read-only by its engines."""
+_SEGMENT_MAGIC = b"ppnbseg1"
+_ALIGN = 64
+
+_segment_prefix = "pp_notebook"
+_shared: dict[str, Any] = {}
+"""Shared values this engine has loaded, by segment name: unpickled once per engine."""
+_written: set[str] = set()
+"""Segment files this engine wrote and removes when it exits (hosts other than the client's)."""
+
+_payloads: OrderedDict[str, tuple[Callable, Any, list] | BaseException] = OrderedDict()
 _PAYLOADS_KEPT = 4
 _armed = False  # the alarm raises only while a task runs, never in this module's own code
 _limit = 0.0
@@ -68,8 +83,11 @@ The batch's main thread raises TaskTimeout in those past their deadline."""
 _deadlines_lock = threading.Lock()
 
 
-def engine_info() -> dict:
-    """Facts about this engine, asked once when it joins."""
+def engine_info(segment_prefix: str = "pp_notebook") -> dict:
+    """Facts about this engine, asked once when it joins; it learns the prefix of its
+    cluster's shared-value files (one cluster's files are never another's)."""
+    global _segment_prefix
+    _segment_prefix = segment_prefix
     return {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.version.split()[0]}
 
 
@@ -81,7 +99,7 @@ def leftovers() -> dict:
 
     return {"pid": os.getpid(), "runs": list(_payloads), "limited_threads": len(_deadlines),
             "armed": _armed, "itimer": signal.getitimer(signal.ITIMER_REAL),
-            "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
+            "rlimit_as": resource.getrlimit(resource.RLIMIT_AS), "shared": sorted(_shared),
             "stdout": type(sys.stdout).__name__}
 
 
@@ -102,7 +120,7 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
     """
     pairs = pickle.loads(items)
     try:
-        fn, validate = _load_payload(run_key, payload)
+        fn, validate, slots = _load_payload(run_key, payload)
     except BaseException as exc:  # the task function itself cannot be loaded here
         if isinstance(exc, ModuleNotFoundError):
             exc = ModuleNotFoundError(
@@ -112,6 +130,7 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
         failed = _failure(0, "error", exc, time.time(), 0.0, "")
         return _dump([failed._replace(task=index) for index, _ in pairs])
     if concurrency > 1:
+        _refresh(slots)  # the batch's threads share one fresh wrapper of each shared value
         return _dump(_run_threaded(fn, validate, pairs, timeout, budget, concurrency,
                                    memory_limit))
 
@@ -123,6 +142,8 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
         for position, (index, item_bytes) in enumerate(pairs):
             if position and time.perf_counter() - batch_start > budget:
                 break
+            if slots:
+                _refresh(slots)  # each task gets its own wrapper: its changes stay its own
             # nullcontext when no limit: a generator-based context costs 1.5 µs an item
             with _NO_CAP if memory_limit is None else _memory_cap(memory_limit):
                 outcome = _run_item(fn, validate, index, item_bytes,
@@ -212,12 +233,14 @@ def _memory_cap(limit: int | None) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any]:
-    """The run's function and validator; a payload that failed to load fails every batch
-    of the run the same way."""
+def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any, list]:
+    """The run's function, validator and the places its shared values sit in; a payload that
+    failed to load fails every batch of the run the same way."""
     if payload is not None:
         try:
-            _payloads[run_key] = pickle.loads(payload)
+            unpickler = _SharedUnpickler(io.BytesIO(payload))
+            fn, validate = unpickler.load()
+            _payloads[run_key] = (fn, validate, _slots(fn, unpickler.loaded))
         except BaseException as exc:
             _payloads[run_key] = exc
         while len(_payloads) > _PAYLOADS_KEPT:
@@ -226,6 +249,140 @@ def _load_payload(run_key: str, payload: bytes | None) -> tuple[Callable, Any]:
     if isinstance(loaded, BaseException):
         raise loaded
     return loaded
+
+
+# -- shared values: one file per host in /dev/shm, mapped read-only by its engines -------------
+
+def write_segment(segment: str, inband: bytes, buffers: list, remove_at_exit: bool) -> int:
+    """Write a shared value's pickle (protocol 5: in-band bytes and out-of-band buffers) into
+    `/dev/shm/<segment>` for every engine of this host; returns its size. The file appears
+    whole (written aside, then renamed). `remove_at_exit`: this engine removes it when it
+    stops (on hosts other than the client's, whose files the client removes)."""
+    path = os.path.join(SHM_DIR, segment)
+    parts = [memoryview(inband), *(memoryview(b).cast("B") for b in buffers)]
+    header = struct.pack(f"<8sI{len(parts)}Q", _SEGMENT_MAGIC, len(parts),
+                         *(part.nbytes for part in parts))
+    offset = _aligned(len(header))
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as out:
+        out.write(header)
+        for part in parts:
+            out.seek(offset)
+            out.write(part)
+            offset = _aligned(offset + part.nbytes)
+        out.truncate(offset)
+    os.replace(temporary, path)
+    if remove_at_exit:
+        _written.add(path)
+    return offset
+
+
+def drop_segments(segments: list[str], unlink: bool) -> None:
+    """Forget shared values on this engine; `unlink`: remove their files on this host too."""
+    for segment in segments:
+        _shared.pop(segment, None)
+        path = os.path.join(SHM_DIR, segment)
+        _written.discard(path)
+        if unlink:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+def _load_segment(segment: str) -> Any:
+    """A shared value from this host's file, unpickled once per engine: numeric arrays (and
+    the numeric blocks of pandas frames) stay in the read-only mapping, zero-copy."""
+    if segment not in _shared:
+        with open(os.path.join(SHM_DIR, segment), "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapped)
+        magic, count = struct.unpack_from("<8sI", view)
+        if magic != _SEGMENT_MAGIC:
+            raise ValueError(f"{segment} in {SHM_DIR} is not a pp_notebook shared value")
+        sizes = struct.unpack_from(f"<{count}Q", view, 12)
+        offset, parts = _aligned(12 + 8 * count), []
+        for size in sizes:
+            parts.append(view[offset:offset + size])
+            offset = _aligned(offset + size)
+        _shared[segment] = pickle.loads(parts[0], buffers=parts[1:])
+    return _shared[segment]
+
+
+class _SharedUnpickler(pickle.Unpickler):
+    """Loads a payload whose big values stand as references to this host's segments."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.loaded: list[Any] = []
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, digest = pid
+        if kind != "pp_shared":
+            raise pickle.UnpicklingError(f"unknown reference {kind!r}")
+        value = _load_segment(f"{_segment_prefix}-{digest}")
+        self.loaded.append(value)
+        return value
+
+
+def _slots(fn: Callable, shared: list) -> list[tuple[Any, Any, Any]]:
+    """Where the shared values sit in the task's reach: (globals dict or closure cell, name,
+    value), for the task function and the functions it reaches through them."""
+    if not shared:
+        return []
+    wanted = {id(value) for value in shared}
+    slots: list[tuple[Any, Any, Any]] = []
+    seen: set[int] = set()
+    pending = [fn]
+    while pending:
+        function = pending.pop()
+        if id(function) in seen or not isinstance(function, types.FunctionType):
+            continue
+        seen.add(id(function))
+        places: list[tuple[Any, Any, Any]] = [
+            (function.__globals__, name, value) for name, value in function.__globals__.items()]
+        places += [(cell, None, cell.cell_contents) for cell in function.__closure__ or ()
+                   if cell.cell_contents is not None]
+        for container, name, value in places:
+            if id(value) in wanted:
+                slots.append((container, name, value))
+            elif isinstance(value, types.FunctionType):
+                pending.append(value)
+    return slots
+
+
+def _refresh(slots: list[tuple[Any, Any, Any]]) -> None:
+    """Hand the task fresh shallow wrappers of the shared values: a column it adds or an
+    in-place sort changes its wrapper only, never the cached value later tasks see."""
+    for container, name, value in slots:
+        fresh = _fresh(value)
+        if name is None:
+            container.cell_contents = fresh
+        else:
+            container[name] = fresh
+
+
+def _fresh(value: Any) -> Any:
+    copy = getattr(value, "copy", None)
+    if type(value).__module__.startswith("pandas") and copy is not None:
+        return copy(deep=False)  # pandas: a new frame over the same (read-only) data
+    view = getattr(value, "view", None)
+    if type(value).__module__ == "numpy" and view is not None:
+        return view()  # numpy: a new array object over the same read-only memory
+    return value
+
+
+@atexit.register
+def _remove_written() -> None:
+    for path in list(_written):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,
@@ -287,14 +444,17 @@ def _failure(index: int, status: Status, exc: BaseException, started: float, dur
     # Drop this module's own frame: the traceback starts in the user's code.
     tb_obj = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
     tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
-    return Outcome(index, status, None, type(exc).__name__, str(exc), tb, output, started,
+    message = str(exc)
+    if _shared and isinstance(exc, ValueError) and "read-only" in message:
+        message += (" (shared values are read-only on the engines: change a copy, "
+                    "e.g. `x = x.copy()`)")
+    return Outcome(index, status, None, type(exc).__name__, message, tb, output, started,
                    duration)
 
 
 def _on_alarm(signum, frame):
     if _armed:
         raise TaskTimeout(f"task exceeded its time limit of {_limit:g} s")
-
 
 
 def _arm(timeout: float | None) -> None:

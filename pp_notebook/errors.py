@@ -8,7 +8,8 @@
     └── RunInterrupted                an interrupt cancelled a run while a cell or `wait()` /
                                       `result()` waited; finished results kept; `.run`
     UserWarning
-    └── SameRandomStream              a random generator was shipped: one stream per engine
+    ├── SameRandomStream              a random generator was shipped: one stream per engine
+    └── NoRoomToShare                 a big value did not fit in /dev/shm: sent per engine
 
 Inside a task, `pp_notebook.TaskTimeout` (a BaseException, defined with the engine code) stops
 a task that ran past its limit. Each message says what went wrong and what to do.
@@ -53,3 +54,8 @@ class RunInterrupted(KeyboardInterrupt):
 
 class SameRandomStream(UserWarning):
     """A random generator was shipped: each engine draws the same numbers from its copy."""
+
+
+class NoRoomToShare(UserWarning):
+    """A big value could not be shared on its hosts (no room in /dev/shm): it went with the
+    task to each engine instead. The run goes on."""

@@ -86,6 +86,12 @@ def _key(value: Any, name: str) -> Any:
     return value
 
 
+def _values(value: Any, name: str) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise TypeError(f"{name} must be a list of values to share, not {type(value).__name__}")
+
+
 def _path(value: Any, name: str) -> Any:
     if value is not None and not isinstance(value, (str, Path)):
         raise TypeError(f"{name} must be a path (str or pathlib.Path), not {value!r}")
@@ -95,11 +101,13 @@ def _path(value: Any, name: str) -> Any:
 # -- the options ------------------------------------------------------------------------
 
 def _option(default: Any, check: Callable[[Any, str], Any], help: str, metavar: str | None,
-            *, from_notebook: bool = False, numeric: bool = False) -> Any:
+            *, from_notebook: bool = False, numeric: bool = False, many: bool = False) -> Any:
     """A RunOptions field: its default, its checker, and what the magic and `map` say of it
-    (`numeric`: the magic's text is read as a number; `from_notebook`: as a notebook name)."""
+    (`numeric`: the magic's text is read as a number; `from_notebook`: as a notebook name;
+    `many`: as comma-separated notebook names)."""
     return field(default=default, metadata={"check": check, "help": help, "metavar": metavar,
-                                            "from_notebook": from_notebook, "numeric": numeric})
+                                            "from_notebook": from_notebook, "numeric": numeric,
+                                            "many": many})
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,11 @@ class RunOptions:
         None, lambda v, n: None if v is None else parse_size(v, n),
         "how much an engine may grow while it runs one task (500MB, 2GB or bytes); beyond it "
         "the task ends with status `memory`", "SIZE")
+    share: tuple = _option(
+        (), _values,
+        "values to ship once per host and keep there between runs, whatever their size "
+        "(frames and arrays over 1 MB are shared anyway)", "NAME[,NAME]", from_notebook=True,
+        many=True)
 
     def __post_init__(self) -> None:
         for name, value in checked(vars(self), str).items():
@@ -153,8 +166,14 @@ class RunOptions:
         name (`lookup(flag, name)`); a bad value's message names the flag (`--timeout`)."""
         typed: dict[str, Any] = {}
         for f in fields(cls):
-            value = values.get(f.name, f.default)
-            if f.metadata["from_notebook"] and value is not None:
+            if f.name not in values:
+                typed[f.name] = f.default
+                continue
+            value = values[f.name]
+            if f.metadata["from_notebook"] and f.metadata["many"]:
+                value = tuple(lookup(flag(f.name), part.strip()) for part in value.split(",")
+                              if part.strip())
+            elif f.metadata["from_notebook"]:
                 value = lookup(flag(f.name), value)
             typed[f.name] = number(value) if f.metadata["numeric"] and isinstance(value, str) \
                 else value

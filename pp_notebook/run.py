@@ -16,6 +16,7 @@ import threading
 import time
 import types
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ import ipyparallel as ipp
 import pandas as pd
 
 from . import cluster as cluster_module
+from . import fmt
 from .batching import BATCH_BUDGET_S, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
 from .engine import Outcome, forget, run_batch
-from .errors import RunInterrupted
+from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
 from .records import Labels, TaskRecord, errors_frame, merged_frame
@@ -43,9 +45,11 @@ from .snapshot import (
     Mark,
     PreviewRow,
     RunSnapshot,
+    Shipment,
     Shipping,
     Status,
 )
+from .store import SHM_DIR, STORE, SharedValue, fits_in_shared_memory
 from .summary import RunSummary, summarize
 from .tracebacks import SourceMap
 from .views.plots import plot_run
@@ -116,7 +120,12 @@ class Run:
         except TypeError:
             raise TypeError(f"items must be iterable (a list, range, generator, ...), "
                             f"not {type(items).__name__}") from None
-        self._payload = _pickle_payload(fn, options.validate)
+        for value in options.share:
+            STORE.mark(value)
+        self._shared: list[SharedValue] = []  # the big values the task reaches, by reference
+        self._payload = _pickle_payload(fn, options.validate, self._shared)
+        self._shipments: dict[str, list[float]] = {}  # digest -> [seconds, hosts shipped to]
+        self._shipping_now: str | None = None
         self._sources = SourceMap([fn, options.validate])
         self.fn = fn
         self.records = [TaskRecord(index, item) for index, item in enumerate(items)]
@@ -165,6 +174,9 @@ class Run:
         """Send the items to `cluster`'s engines (default: the kernel's cluster, started if
         need be) from the scheduling thread; returns at once."""
         self._cluster = cluster if cluster is not None else cluster_module.current()
+        evicted = STORE.take_dropped()  # the store's size limit: they leave the hosts too
+        if evicted:
+            self._cluster.drop_shared([value.digest for value in evicted])
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._cluster.follow(self._demand_source)
@@ -249,7 +261,8 @@ class Run:
     def summary(self) -> RunSummary:
         """Wall time, summed task time, speedup, and per engine utilisation and failures, of the
         run so far (it does not wait)."""
-        return summarize(self.records, self.elapsed_s, self._peak_engines or None)
+        return summarize(self.records, self.elapsed_s, self._peak_engines or None,
+                         shipments=self.shipments())
 
     def plot(self) -> Any:
         """A matplotlib Figure: each engine's task timeline and the duration histogram, of the
@@ -333,7 +346,8 @@ class Run:
             marks_total=self._marks_total,
             failures=tuple(self._failures), first_rows=self._first_rows(),
             latest_rows=tuple(self._preview(i) for i in list(self._latest)),
-            shipping=Shipping(len(self._payload), sent, len(self._engines)))
+            shipping=Shipping(len(self._payload), sent, len(self._engines),
+                              self.shipments(), self._shipping_now))
 
     def _first_rows(self) -> tuple[PreviewRow, ...]:
         """The first finished items in input order (looking at most PREVIEW_SCAN deep)."""
@@ -504,7 +518,7 @@ class Run:
         if not pairs:
             return None
         batch = _Batch(state.id, [i for i, _ in pairs], solo=pairs[0][0] in self._solo)
-        payload = None if state.has_payload else self._payload
+        payload = None if state.has_payload else self._ship_shared(state)
         state.has_payload = True
         if not state.inflight:
             batch.started = time.monotonic()
@@ -517,6 +531,40 @@ class Run:
         batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
         self._msg_ids.update(batch.future.msg_ids)
         return batch
+
+    def _ship_shared(self, state: _EngineState) -> bytes:
+        """Before an engine's first batch, make sure its host holds the run's shared values
+        (shipping them there once); returns the payload to send it."""
+        cluster = self._started_cluster
+        for value in self._shared:
+            self._shipping_now = value.name
+            try:
+                seconds = cluster.share(value, state.id)
+            except Exception as exc:  # no room, or the host refused: send the value inline
+                warnings.warn(NoRoomToShare(
+                    f"`{value.name}` could not be written to engine {state.id}'s host "
+                    f"({type(exc).__name__}: {exc}); it goes with the task instead"),
+                    stacklevel=2)
+                self._shared = []
+                self._payload = _pickle_payload(self.fn, self.options.validate, None)
+                break
+            finally:
+                self._shipping_now = None
+            record = self._shipments.setdefault(value.digest, [0.0, 0])
+            if seconds is not None:
+                record[0] += seconds
+                record[1] += 1
+        return self._payload
+
+    def shipments(self) -> tuple[Shipment, ...]:
+        """What the run did with each shared value: shipped to how many hosts in how long,
+        or reused from an earlier run."""
+        out = []
+        for value in list(self._shared):
+            if value.digest in self._shipments:  # checked against a host already
+                seconds, hosts = self._shipments[value.digest]
+                out.append(Shipment(value.name, value.nbytes, int(hosts), seconds, hosts == 0))
+        return tuple(out)
 
     def _handle_events(self) -> None:
         try:
@@ -789,17 +837,17 @@ def _outcomes_of(future: Any) -> list[Outcome]:
                              f"results could not be read on the client: {exc}") from None
 
 
-def _pickle_payload(fn: Callable, validate: Any) -> bytes:
+def _pickle_payload(fn: Callable, validate: Any, shared: list[SharedValue] | None) -> bytes:
     """The task function and validator, pickled once; process-local state they capture (an
-    open file, a lock, a connection) is refused, naming the captured name."""
+    open file, a lock, a connection) is refused, naming the captured name. With `shared` (a
+    list to fill), big values stay out: they go to the store, once per host."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     label = getattr(fn, "__qualname__", type(fn).__name__)
     captured = _captured(fn)
-    warn_same_streams({name: (value, f"captured by {label}")
-                       for name, value in captured.items()}, "item")
+    share = None if shared is None else _sharer(shared, captured)
     try:
-        return dumps((fn, validate))
+        return dumps((fn, validate), share)
     except Exception as exc:
         culprits = unpicklable(captured)
         if culprits:
@@ -813,6 +861,36 @@ def _pickle_payload(fn: Callable, validate: Any) -> bytes:
         raise TypeError(f"cannot send to the engines: {problems}. Create it inside the "
                         "function instead (open the file, the connection or the lock "
                         "there)") from None
+
+
+def _sharer(shared: list[SharedValue], captured: dict[str, Any]) -> Callable[[Any], str | None]:
+    """The payload pickler's question for each value: share it (its fingerprint) or not."""
+    names = {id(value): name for name, value in captured.items()}
+
+    def share(value: Any) -> str | None:
+        if not STORE.wants(value):
+            return None
+        name = names.get(id(value), type(value).__name__)
+        entry = STORE.add(value, name)
+        if not fits_in_shared_memory(entry.nbytes):
+            warnings.warn(NoRoomToShare(
+                f"`{name}` ({fmt.size(entry.nbytes)}) does not fit in {SHM_DIR}: it goes "
+                "with the task to each engine instead (free some shared memory, or share "
+                "less, to ship it once per host)"), stacklevel=6)
+            return None
+        if entry not in shared:
+            shared.append(entry)
+        return entry.digest
+
+    return share
+
+
+def warn_captured_streams(fn: Callable) -> None:
+    """Warn of each random generator a `map` function captures: every engine would draw the
+    same numbers from its copy."""
+    label = getattr(fn, "__qualname__", type(fn).__name__)
+    warn_same_streams({name: (value, f"captured by {label}")
+                       for name, value in _captured(fn).items()}, "item")
 
 
 def _captured(fn: Callable) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import subprocess
 import threading
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cloudpickle
@@ -100,11 +100,27 @@ class _GuardedPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def dumps(obj: Any) -> bytes:
-    """cloudpickle.dumps, refusing process-local state with ProcessLocalState."""
+def dumps(obj: Any, share: Callable[[Any], str | None] | None = None) -> bytes:
+    """cloudpickle.dumps, refusing process-local state with ProcessLocalState. `share(value)`
+    may name a value (its fingerprint) to leave out of the pickle: it then stands as a
+    reference, loaded on each engine from its host's copy."""
     buffer = io.BytesIO()
-    _GuardedPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    pickler = _GuardedPickler if share is None else _SharingPickler
+    instance = pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    if share is not None:
+        instance.share = share
+    instance.dump(obj)
     return buffer.getvalue()
+
+
+class _SharingPickler(_GuardedPickler):
+    """Leaves the values `share` names out of the pickle, as references."""
+
+    share: Callable[[Any], str | None]
+
+    def persistent_id(self, obj: Any) -> Any:
+        digest = self.share(obj)
+        return None if digest is None else ("pp_shared", digest)
 
 
 class ItemPickler:

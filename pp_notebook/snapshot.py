@@ -70,12 +70,27 @@ class PreviewRow:
 
 
 @dataclass(frozen=True)
+class Shipment:
+    """What a run did with one shared value: shipped to `hosts` hosts in `seconds`, or reused
+    from an earlier run (already on every host it needed)."""
+
+    name: str
+    nbytes: int
+    hosts: int
+    seconds: float
+    reused: bool
+
+
+@dataclass(frozen=True)
 class Shipping:
-    """What went to the engines for this run: the task's bytes and how many engines have it."""
+    """What went to the engines for this run: the task's bytes, how many engines have it, the
+    shared values (each once per host), and the one being shipped now, if any."""
 
     payload_bytes: int = 0
     engines_sent: int = 0
     engines_total: int = 0
+    shared: tuple[Shipment, ...] = ()
+    now: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from . import fmt
 from .batching import ITEM_OVERHEAD_S
 from .records import TaskRecord
-from .snapshot import FAILED
+from .snapshot import FAILED, Shipment
 
 TOO_SHORT_FACTOR = 10
 """A run whose median task is shorter than this many times ITEM_OVERHEAD_S measures overhead,
@@ -31,6 +31,7 @@ class RunSummary:
     per_engine: pd.DataFrame = field(repr=False)
     slowest: pd.DataFrame = field(repr=False)
     resumed: int = 0  # ok items taken from a checkpoint
+    shipments: tuple[Shipment, ...] = ()  # the shared values: shipped, or reused
     median_task_s: float | None = None
 
     @property
@@ -72,7 +73,16 @@ class RunSummary:
             if self.counts.get(status):
                 parts.append(f"{self.counts[status]} {status}")
         parts += [f"{self.wall_s:.1f} s", self.speed_text()]
-        return " · ".join(parts)
+        return " · ".join(parts + [shipment_text(s) for s in self.shipments])
+
+    def shipping_advice(self) -> str | None:
+        """When shipping shared values took longer than the tasks themselves: what to do."""
+        seconds = sum(s.seconds for s in self.shipments)
+        if not seconds or seconds <= self.task_s:
+            return None
+        return (f"shipping took {fmt.seconds(seconds)}, longer than the tasks "
+                f"({fmt.seconds(self.task_s)}): run again with the same, unchanged values "
+                "to reuse them, or share only the columns the tasks read")
 
     def _repr_html_(self) -> str:
         """Plain HTML, so the summary stays readable in saved notebooks (GitHub, nbviewer)."""
@@ -83,6 +93,9 @@ class RunSummary:
         if not self.too_short:
             lines.append(f"summed task time {self.task_s:.2f} s on {self.engines} engines, "
                          f"efficiency {self.efficiency:.0%}")
+        advice = self.shipping_advice()
+        if advice:
+            lines.append(advice)
         if len(self.per_engine):
             lines.append(self.per_engine.to_string())
         return "\n".join(lines)
@@ -93,8 +106,17 @@ def failure_detail(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in FAILED if counts.get(s))
 
 
+def shipment_text(shipment: Shipment) -> str:
+    """`shipped df_big (153 MB) once to 1 host in 0.30 s`, or `… reused from the previous run`."""
+    size = fmt.size(shipment.nbytes)
+    if shipment.reused:
+        return f"{shipment.name} ({size}) reused from the previous run"
+    hosts = f"{shipment.hosts} host{'s' if shipment.hosts != 1 else ''}"
+    return f"shipped {shipment.name} ({size}) once to {hosts} in {shipment.seconds:.2f} s"
+
+
 def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None = None,
-              slowest: int = 5) -> RunSummary:
+              slowest: int = 5, shipments: tuple[Shipment, ...] = ()) -> RunSummary:
     """Wall time, summed task time, speedup, and per engine: tasks, busy share, failures
     (cancelled tasks count as tasks, not as failures)."""
     counts: dict[str, int] = {}
@@ -128,7 +150,8 @@ def summarize(records: list[TaskRecord], wall_s: float, engines_used: int | None
                       resumed=sum(r.resumed for r in records),
                       task_s=float(table["busy_s"].sum()) if len(table) else 0.0,
                       engines=engines_used if engines_used is not None else len(table),
-                      per_engine=table, slowest=slow, median_task_s=median)
+                      per_engine=table, slowest=slow, median_task_s=median,
+                      shipments=tuple(shipments))
 
 
 def summary_html(summary: RunSummary, *, engines: bool = True) -> str:
@@ -143,6 +166,9 @@ def summary_html(summary: RunSummary, *, engines: bool = True) -> str:
         "speedup": "–" if short else f"{summary.speedup:.2f}×", "engines": summary.engines,
         "efficiency": "–" if short else f"{summary.efficiency:.0%}"}])
     parts = [f"<p><b>pp_notebook run</b>: {escape(summary.line())}</p>", _table(figures)]
+    advice = summary.shipping_advice()
+    if advice:
+        parts.append(f"<p>{escape(advice)}</p>")
     if engines and len(summary.per_engine):
         table = summary.per_engine
         parts += ["<p><b>Per engine</b></p>", _table(pd.DataFrame({

@@ -16,8 +16,8 @@ import ipyparallel as ipp
 from ..errors import ClusterError
 from .handle import KernelCluster, start_local
 
-__all__ = ["ClusterError", "KernelCluster", "connect", "current", "scale", "start", "status",
-           "stop", "swap"]
+__all__ = ["ClusterError", "KernelCluster", "connect", "current", "current_or_none", "scale",
+           "start", "status", "stop", "swap"]
 
 # -- the kernel's one cluster -----------------------------------------------------------
 
@@ -101,6 +101,11 @@ def stop() -> None:
         if _current is not None:
             handle, _current = _current, None
             handle.shutdown()
+
+
+def current_or_none() -> KernelCluster | None:
+    """The kernel's cluster if one is running (never starts one)."""
+    return _current
 
 
 def swap(handle: KernelCluster | None) -> KernelCluster | None:

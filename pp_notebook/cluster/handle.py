@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,11 @@ from tornado.platform.asyncio import AsyncIOLoop
 
 from .. import engine as engine_module
 from ..errors import ClusterError
+from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .reaper import Reaper
+
+CLIENT_HOST = socket.gethostname()
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
 # the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
@@ -69,10 +73,13 @@ class KernelCluster:
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
         self._reaper: Reaper | None = None
+        self.segment_prefix = f"pp_notebook-{self.cluster_id}"
+        self._holdings: dict[str, dict[str, int]] = {}  # digest -> {host: engine that wrote it}
         self.autoscaler: Autoscaler | None = None
         if cluster is not None:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
+            self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
         self._pending_info: dict[int, Any] = {}
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
@@ -135,6 +142,7 @@ class KernelCluster:
             for eid in set(self.engines) - live:
                 del self.engines[eid]
                 self._pending_info.pop(eid, None)
+                self._lost_writer(eid)
             for eid, ar in list(self._pending_info.items()):
                 if ar.done():
                     del self._pending_info[eid]
@@ -146,7 +154,8 @@ class KernelCluster:
         view = self.client[eid]
         view.execute(_BOOTSTRAP.format(source=Path(engine_module.__file__).read_text()))
         view.use_cloudpickle()
-        self._pending_info[eid] = view.apply_async(engine_module.engine_info)
+        self._pending_info[eid] = view.apply_async(engine_module.engine_info,
+                                                   self.segment_prefix)
 
     def _record_info(self, info: EngineInfo, facts: dict) -> None:
         info.host, info.pid = facts["host"], facts["pid"]
@@ -264,8 +273,60 @@ class KernelCluster:
         if self._reaper is not None and pid is not None:
             self._reaper.watch(pid)
 
+    # -- shared values: one file per host --------------------------------------------------
+
+    def share(self, value: SharedValue, eid: int) -> float | None:
+        """Make sure engine `eid`'s host holds `value`, writing it there through that engine
+        if not; returns the seconds it took, or None when the host had it already."""
+        self.wait_for_info()
+        host = self.engines[eid].host if eid in self.engines else None
+        held = self._holdings.setdefault(value.digest, {})
+        if host in held:
+            return None
+        started = time.perf_counter()
+        buffers = [buffer.raw() for buffer in value.buffers]
+        self.client[eid].apply_sync(engine_module.write_segment,
+                                    f"{self.segment_prefix}-{value.digest}", value.inband,
+                                    buffers, host != CLIENT_HOST)
+        if host is not None:
+            held[host] = eid
+        return time.perf_counter() - started
+
+    def holds(self, value: SharedValue) -> int:
+        """On how many hosts `value` is now."""
+        return len(self._holdings.get(value.digest, {}))
+
+    def drop_shared(self, digests: list[str]) -> None:
+        """Remove shared values (by fingerprint) from every engine's cache and from the hosts'
+        /dev/shm."""
+        segments = [f"{self.segment_prefix}-{digest}" for digest in digests
+                    if self._holdings.pop(digest, None) is not None]
+        if not segments:
+            return
+        try:
+            live = self.live_ids()
+            if live:
+                self.client[live].apply_sync(engine_module.drop_segments, segments, True)
+        except Exception:  # engines gone: the files on this host are removed below
+            pass
+        for segment in segments:
+            try:
+                os.unlink(os.path.join(SHM_DIR, segment))
+            except FileNotFoundError:
+                pass
+
+    def _lost_writer(self, eid: int) -> None:
+        """An engine left: a file it wrote on another host went with it (it removes those when
+        it stops), so that host must be sent the value again."""
+        for held in self._holdings.values():
+            for host, writer in list(held.items()):
+                if writer == eid and host != CLIENT_HOST:
+                    del held[host]
+
     def shutdown(self) -> None:
-        """Stop a local cluster's engines and controller; disconnect from a foreign one."""
+        """Stop a local cluster's engines and controller; disconnect from a foreign one. The
+        shared values leave the hosts either way."""
+        self.drop_shared(list(self._holdings))
         try:
             self.client.close()
         except Exception:

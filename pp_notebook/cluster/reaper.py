@@ -3,11 +3,13 @@
 A kernel killed outright runs no atexit hook, and its controller and engines would live on.
 So the kernel starts this small watcher in its own session and writes it the pid of each
 process it launches; when the pipe closes (the kernel stopped the cluster, exited or was
-killed), the watcher ends those processes and their children, then exits.
+killed), the watcher ends those processes and their children, removes the files it was
+told of (the cluster's shared values in /dev/shm), then exits.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -35,6 +37,14 @@ class Reaper:
             self._pipe.write(f"{pid} {created}\n".encode())
             self._pipe.flush()
         except (psutil.Error, OSError):  # already gone, or the watcher is
+            pass
+
+    def remove(self, pattern: str) -> None:
+        """Remove the files matching the glob `pattern` once the processes are ended."""
+        try:
+            self._pipe.write(f"remove {pattern}\n".encode())
+            self._pipe.flush()
+        except OSError:
             pass
 
     def close(self) -> None:
@@ -86,11 +96,19 @@ def _reap(watched: list[tuple[int, float]]) -> None:
 
 
 def main() -> None:
-    watched = []
+    watched, patterns = [], []
     for line in sys.stdin:  # until EOF: the kernel closed the pipe or died
-        pid, created = line.split()
-        watched.append((int(pid), float(created)))
+        first, rest = line.rstrip("\n").split(" ", 1)
+        if first == "remove":
+            patterns.append(rest)
+        else:
+            watched.append((int(first), float(rest)))
     _reap(watched)
+    for path in (p for pattern in patterns for p in glob.glob(pattern)):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import numpy as np
+import pandas as pd
 import pytest
 
 import pp_notebook as pp
@@ -73,6 +75,7 @@ class Hosts:
         self.net = net
         self.controller = None
         self.engines = {}  # hostname -> netns.Process
+        self.engine_command = {}  # hostname -> (argv, env) that started its engine
         self.engine_id = {}  # hostname -> ipyparallel engine id
         self.skewed = None  # the hostname whose clock runs SKEW_S ahead, if any
         self.client_file = None
@@ -147,10 +150,11 @@ def hosts(request):
             engine_env.update(LD_PRELOAD=faketime, FAKETIME=f"+{SKEW_S:.0f}")
         start = ([sys.executable, "-c", ENGINE_WITHOUT_PP_NOTEBOOK] if name == "hostA"
                  else [sys.executable, "-m", "ipyparallel.engine"])
-        hosts.engines[name] = net.start(net.hosts[name], [
-            *start, f"--file={engine_file}", f"--profile-dir={profile}",
-            f"--cluster-id={cluster_id}"],
-            env=engine_env, log_name=f"ipengine-{name}.log")
+        argv = [*start, f"--file={engine_file}", f"--profile-dir={profile}",
+                f"--cluster-id={cluster_id}"]
+        hosts.engine_command[name] = (argv, engine_env)
+        hosts.engines[name] = net.start(net.hosts[name], argv, env=engine_env,
+                                        log_name=f"ipengine-{name}.log")
 
     saved["current"] = cluster_module.swap(None)  # keep the session's cluster: connect() would
     # stop it
@@ -255,6 +259,39 @@ def test_an_engine_an_hour_ahead_keeps_records_on_the_client_clock(hosts):
     assert run.summary() is not None  # summaries and timelines take the corrected times
 
 
+def _sent_to(host: netns.Host) -> int:
+    """Bytes the bridge has sent into `host` so far (its root-side veth's transmit count)."""
+    return int(Path(f"/sys/class/net/{host.veth_root}/statistics/tx_bytes").read_text())
+
+
+def test_two_engines_of_a_host_receive_a_shared_frame_once(hosts):
+    net, handle = hosts.net, cluster_module.current(start_if_missing=False)
+    argv, env = hosts.engine_command["hostA"]
+    second = net.start(net.hosts["hostA"], argv, env=env, log_name="ipengine-hostA-2.log")
+    try:
+        def on_host_a():
+            handle.wait_for_info(1.0)
+            return [eid for eid, info in handle.refresh().items() if info.host == "hostA"]
+
+        assert wait_until(lambda: len(on_host_a()) == 2, CLUSTER_START_S, interval=0.1), \
+            hosts.logs()
+        frame = pd.DataFrame({"x": np.arange(2_500_000, dtype=float)})  # 20 MB
+        before = _sent_to(net.hosts["hostA"])
+        run = pp.map(lambda k: float(frame.x.iloc[k]), range(60), batch=1)
+        result = run.result()
+        sent = _sent_to(net.hosts["hostA"]) - before
+        assert list(result["result"]) == [float(k) for k in range(60)]
+        assert set(on_host_a()) <= set(result["engine"])  # both of hostA's engines used it
+        (shipment,) = run.summary().shipments
+        assert shipment.hosts == 2  # hostA and hostB, once each
+        print(f"\nhostA's link carried {sent / 1e6:.1f} MB for a {frame['x'].nbytes / 1e6:.1f} MB "
+              "frame used by its 2 engines")
+        assert frame["x"].nbytes <= sent < 1.5 * frame["x"].nbytes, sent
+    finally:
+        _end(second)
+        pp.forget()
+
+
 def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
     handle = cluster_module.current(start_if_missing=False)
     cut, other = hosts.engine_id["hostA"], hosts.engine_id["hostB"]
@@ -284,6 +321,7 @@ def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
         assert run.wait(60), run
     finally:
         hosts.net.set_link(hosts.net.hosts["hostA"], up=True)
+        _restart_engine(hosts, "hostA")  # the other tests, in any order, find two hosts
 
     df = run.result()
     assert list(df.index) == list(range(60))  # one row per item
@@ -299,6 +337,29 @@ def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
     assert (df["attempts"] <= 2).all() and set(charged.index) <= {in_flight}, charged
     assert_on_client_timeline(run)
     assert engine(cut).state == "dead" and engine(other).state != "dead"
+
+
+def _end(process: netns.Process) -> None:
+    """End one engine started in a host's namespace (its `unshare` takes its children along);
+    the host's other processes go on."""
+    process.popen.kill()
+    process.popen.wait(10)
+
+
+def _restart_engine(hosts: Hosts, name: str) -> None:
+    """End `name`'s engine process and start a fresh one there; wait until it has joined."""
+    net, handle = hosts.net, cluster_module.current(start_if_missing=False)
+    _end(hosts.engines[name])
+    argv, env = hosts.engine_command[name]
+    hosts.engines[name] = net.start(net.hosts[name], argv, env=env,
+                                    log_name=f"ipengine-{name}-again.log")
+
+    def joined():
+        handle.wait_for_info(1.0)
+        return [eid for eid, info in handle.refresh().items() if info.host == name]
+
+    assert wait_until(lambda: len(joined()) == 1, CLUSTER_START_S, interval=0.1), hosts.logs()
+    hosts.engine_id[name] = joined()[0]
 
 
 def _pp_notebook_origin():

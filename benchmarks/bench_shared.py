@@ -1,0 +1,159 @@
+"""The common analytics cell on a big shared frame, side by side in one run: group means over a
+4,000,000 x 5 frame (160 MB), 40 tasks on 2 workers, by pp_notebook, joblib, dask
+(`scatter`), ipyparallel (`push`) and a serial loop in this process.
+
+Run 1 uses a frame the workers have not seen; run 2 the same frame again (the notebook's
+second run of the cell). Worker memory is the growth of the workers' summed PSS from before
+run 1 to after run 2. Prints a table and the pp / joblib ratios against the targets (run 1
+<= 1.5x, run 2 <= 1.25x, memory <= 1.5x).
+
+    .venv/bin/python benchmarks/bench_shared.py [--rows N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import ipyparallel as ipp  # noqa: E402  (after the path set-up above)
+import joblib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
+from dask.distributed import Client, LocalCluster  # noqa: E402
+from runners import WORKERS, loky_pids, shut_down_loky, stop_and_reap  # noqa: E402
+from tasks import group_mean  # noqa: E402
+
+import pp_notebook as pp  # noqa: E402
+
+KEYS = list(range(40))
+TARGETS = {"run 1": 1.5, "run 2": 1.25, "memory": 1.5}
+
+
+def make_frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"g": rng.integers(0, len(KEYS), rows), "x": rng.random(rows),
+                         "y": rng.random(rows), "z": rng.random(rows),
+                         "w": rng.integers(0, 1000, rows)})
+
+
+def pss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+class Peer:
+    """One way to run the cell: `run(frame)` maps group_mean over KEYS; `pids()` its workers."""
+
+    def __init__(self, name: str, run: Callable[[pd.DataFrame], list],
+                 pids: Callable[[], list[int]]) -> None:
+        self.name, self.run, self.pids = name, run, pids
+
+
+def peers(stack: ExitStack) -> list[Peer]:
+    parallel = stack.enter_context(joblib.Parallel(n_jobs=WORKERS, max_nbytes="1M"))
+    stack.callback(shut_down_loky)
+    parallel(joblib.delayed(abs)(x) for x in range(4))
+    stack.callback(stop_and_reap, pp.stop)
+    pp.start(WORKERS)
+    pp.cluster.current().wait_for_info()
+    cluster = stack.enter_context(LocalCluster(n_workers=WORKERS, threads_per_worker=1,
+                                               processes=True, dashboard_address=None))
+    dask = stack.enter_context(Client(cluster))
+    ipp_cluster = ipp.Cluster(n=WORKERS, log_level=40)
+    ipp_client = ipp_cluster.start_and_connect_sync()
+    stack.callback(stop_and_reap, ipp_cluster.stop_cluster_sync)
+    view = ipp_client[:]
+    view.use_cloudpickle()
+
+    def pp_map(frame: pd.DataFrame) -> list:
+        return pp.map(lambda k: group_mean(frame, k), KEYS).result()["result"].tolist()
+
+    def dask_map(frame: pd.DataFrame) -> list:
+        shared = dask.scatter(frame, broadcast=True)
+        return dask.gather(dask.map(group_mean, [shared] * len(KEYS), KEYS, pure=False))
+
+    def ipp_map(frame: pd.DataFrame) -> list:
+        view.push({"frame": frame}, block=True)
+        return view.map_sync(lambda k: __import__("tasks").group_mean(frame, k), KEYS)  # noqa: F821
+
+    return [
+        Peer("serial loop", lambda frame: [group_mean(frame, k) for k in KEYS], lambda: []),
+        Peer("joblib (loky, memmapped)",
+             lambda frame: parallel(joblib.delayed(group_mean)(frame, k) for k in KEYS),
+             loky_pids),
+        Peer("pp_notebook.map (frame captured)", pp_map,
+             lambda: [e["pid"] for e in pp.status()["engines"]]),
+        Peer("dask (scatter broadcast)", dask_map,
+             lambda: list(dask.run(os.getpid).values())),
+        Peer("ipyparallel (push)", ipp_map,
+             lambda: list(ipp_client[:].apply_sync(os.getpid))),
+    ]
+
+
+def measure(peer: Peer, rows: int, seed: int) -> dict[str, float]:
+    frame = make_frame(rows, seed)  # a frame these workers have never seen
+    expected = [group_mean(frame, k) for k in KEYS]
+    gc.collect()
+    before = pss_mb(peer.pids())
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        values = peer.run(frame)
+        times.append(time.perf_counter() - started)
+        assert np.allclose(values, expected), peer.name
+    grown = pss_mb(peer.pids()) - before
+    return {"run 1": times[0], "run 2": times[1], "memory": grown}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    frame_mb = make_frame(args.rows, 0).memory_usage().sum() / 1e6
+    with ExitStack() as stack:
+        everyone = peers(stack)
+        results: dict[str, list[dict[str, float]]] = {p.name: [] for p in everyone}
+        for repeat in range(args.repeats):  # interleaved: drift hits every peer alike
+            for index, peer in enumerate(everyone):
+                results[peer.name].append(measure(peer, args.rows, 1 + repeat * 10 + index))
+    print(f"group means of a {args.rows:,} x 5 frame ({frame_mb:.0f} MB), {len(KEYS)} tasks, "
+          f"{WORKERS} workers; median of {args.repeats}")
+    print("| runner | run 1 s | run 2 s | worker memory growth MB |\n|---|---|---|---|")
+    medians = {}
+    for name, samples in results.items():
+        medians[name] = {key: statistics.median(s[key] for s in samples)
+                         for key in ("run 1", "run 2", "memory")}
+        m = medians[name]
+        memory = "—" if name == "serial loop" else f"{m['memory']:.0f}"
+        print(f"| {name} | {m['run 1']:.3f} | {m['run 2']:.3f} | {memory} |")
+    pp_row, joblib_row = medians["pp_notebook.map (frame captured)"], \
+        medians["joblib (loky, memmapped)"]
+    print("\n| pp / joblib | ratio | target | |\n|---|---|---|---|")
+    for key, target in TARGETS.items():
+        ratio = pp_row[key] / max(joblib_row[key], 1e-9)
+        print(f"| {key} | {ratio:.2f}× | ≤ {target}× | {'met' if ratio <= target else 'MISSED'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
