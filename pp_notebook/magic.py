@@ -27,10 +27,15 @@ from .run import Run
 from .snapshot import RunSnapshot
 from .summary import failure_detail
 from .views import FailureReport, background_notice, progress, widgets_available
+from .views.comms import pumped
 from .views.report import TRACEBACKS_HINT
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
+
+WIDGET_POLL_S = 0.05
+"""How often a foreground cell handles widget messages while it waits: a Cancel click acts
+within about this (Run.wait's own tick may round it up to 0.1 s)."""
 
 
 def _run_options(magic: Any) -> Any:
@@ -149,18 +154,17 @@ class ParallelMagics(Magics):
         return run, args
 
     def _foreground(self, run: Run, args: argparse.Namespace) -> Any:
-        """Wait with a live view; an interrupt keeps what finished, shows the summary, binds
-        the results and then ends the cell as an interrupted cell (the queue stops here)."""
+        """Wait with a live view; an interrupt (the stop button, or the dashboard's Cancel)
+        keeps what finished, shows the summary, binds the results and then ends the cell as
+        an interrupted cell (the queue stops here)."""
         view = None if args.quiet else progress(run, widget=not args.no_widget)
-        interrupted = False
         try:
-            run.wait()
-        except RunInterrupted:  # the stop button: Run.wait has cancelled the rest
-            interrupted = True
+            interrupted = _wait(run)
         finally:
             if view is not None:
                 view.stop()
-        if not args.quiet:
+        interrupted = interrupted or (view is not None and view.cancelled)
+        if view is not None and not view.shows_failures:
             failures = FailureReport(run.errors(wait=not interrupted))
             if failures:
                 display(failures)
@@ -249,6 +253,22 @@ class ParallelMagics(Magics):
         except (ClusterError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         print(cluster_status_text(state))
+
+
+def _wait(run: Run) -> bool:
+    """Wait for the run while the front-end's widget messages (the dashboard's Cancel) are
+    still handled; True when an interrupt cancelled it."""
+    try:
+        with pumped() as handle_widget_messages:
+            while not run.wait(WIDGET_POLL_S):
+                handle_widget_messages()
+    except RunInterrupted:  # the stop button: Run.wait has cancelled the rest
+        return True
+    except KeyboardInterrupt:  # it landed while messages were handled, between two waits
+        run.cancel()
+        run.wait()
+        return True
+    return False
 
 
 def _check_combination(args: argparse.Namespace) -> None:

@@ -1,83 +1,103 @@
-"""Live charts for the dashboard, fed from Run snapshots and drawn as small inline SVG.
+"""The dashboard's two charts as fixed-size aggregates, folded from Run snapshots.
 
-Both keep fixed-size aggregates, never one entry per task: the timeline holds busy seconds per
-engine in BINS time bins (pairs of bins merge when the run outgrows its span), the histogram
-counts durations in log-spaced bins. Memory and drawing cost depend on the engine count only.
+The timeline keeps busy seconds and status counts per engine in BINS time bins (pairs of bins
+merge when the run outgrows its span), plus every attempt while there are at most TASK_BARS of
+them, so small runs hover task by task. The histogram counts durations in log-spaced bins.
+Memory and the compact `state()` each sends depend on the engine count, never the task count;
+the live widget (widgets/dashboard.js) and the final picture (static.py) both draw from it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from html import escape
+from collections import Counter
+from dataclasses import dataclass, field
 
-from .. import fmt
 from ..snapshot import FAILED, Mark, RunSnapshot
-from .theme import CANCELLED_COLOUR, FAILED_COLOUR, RUNNING_COLOUR, STATUS_COLOURS
 
-BINS = 200
-WIDTH = 520
-LABEL_W = 34
-LANE_H = 12
-LANE_GAP = 3
-AXIS_H = 16
-FONT = 'font-family="sans-serif" font-size="10" fill="#555"'
-_Lane = tuple[list[float], list[float], list[float]]
-"""One engine's busy seconds per time bin: ok, failed and cancelled."""
+BINS = 100
+TASK_BARS = 200
+"""Up to this many attempts the timeline has one bar per attempt; beyond, one per bin run."""
 
 
-def _kind(status: str) -> int:
-    """Which series an attempt goes in: 0 ok, 1 failed, 2 cancelled (not a failure)."""
-    return 1 if status in FAILED else 2 if status == "cancelled" else 0
+def kind(status: str) -> str:
+    """The colour family of an attempt: `ok`, `failed` or `cancelled` (not a failure)."""
+    return "failed" if status in FAILED else "cancelled" if status == "cancelled" else "ok"
+
+
+@dataclass
+class _Lane:
+    """One engine's bins: busy seconds per colour family, attempts per status."""
+
+    busy: dict[str, list[float]]
+    counts: list[Counter] = field(default_factory=list)
 
 
 class Timeline:
-    """Busy time per engine and time bin, split into ok, failed and cancelled; bounded by
-    engines × BINS."""
+    """Busy time per engine and time bin, with each bin's status mix; bounded by
+    engines × BINS (plus at most TASK_BARS single attempts while the run is small)."""
 
     def __init__(self, bins: int = BINS) -> None:
         self.bins = bins
         self.span_s = 1.0
-        self.lanes: dict[int, _Lane] = {}  # engine -> (ok, failed, cancelled)
+        self.lanes: dict[int, _Lane] = {}
+        self.tasks: list[Mark] | None = []  # every attempt, until there are too many
+        self.end_s = 0.0  # the latest end of an attempt folded in
         self._seen = 0
         self._folded_busy: dict[int, float] = {}  # per engine: busy seconds accounted for
-        self.end_s = 0.0  # the latest end of an attempt folded in
+        self._folded_done: dict[int, int] = {}  # per engine: attempts accounted for
 
     def update(self, snapshot: RunSnapshot) -> list[Mark]:
         """Fold in the attempts finished since the last call; returns them (for the histogram).
 
         Attempts that already left the snapshot's window (very many tiny tasks between two
-        frames) are not lost: each engine's busy time they leave unexplained is drawn as ok
-        work just before now.
+        frames) are not lost: each engine's busy time and attempts they leave unexplained are
+        drawn as ok work just before now.
         """
         new = snapshot.marks_total - self._seen
         fresh = list(snapshot.marks[max(0, len(snapshot.marks) - new):]) if new else []
         self._seen = snapshot.marks_total
         for mark in fresh:
             self.add(mark.engine, mark.start_s, mark.duration_s, mark.status)
+        if self.tasks is not None:
+            self.tasks += fresh
+            if len(fresh) < new or len(self.tasks) > TASK_BARS:
+                self.tasks = None
         if len(fresh) < new:
             for engine in snapshot.engines:
                 missing = engine.busy_s - self._folded_busy.get(engine.id, 0.0)
                 if missing > 0:
-                    self.add(engine.id, max(0.0, snapshot.elapsed_s - missing), missing, "ok")
+                    count = max(engine.done - self._folded_done.get(engine.id, 0), 1)
+                    self.add(engine.id, max(0.0, snapshot.elapsed_s - missing), missing, "ok",
+                             count)
         for engine in snapshot.engines:
             self._lane(engine.id)
         return fresh
 
     def _lane(self, engine: int) -> _Lane:
-        return self.lanes.setdefault(engine, ([0.0] * self.bins, [0.0] * self.bins,
-                                              [0.0] * self.bins))
+        lane = self.lanes.get(engine)
+        if lane is None:
+            lane = self.lanes[engine] = _Lane(
+                {name: [0.0] * self.bins for name in ("ok", "failed", "cancelled")},
+                [Counter() for _ in range(self.bins)])
+        return lane
 
-    def add(self, engine: int, start_s: float, duration_s: float, status: str) -> None:
-        """Spread one attempt's run time over the bins it covers."""
+    def add(self, engine: int, start_s: float, duration_s: float, status: str,
+            count: int = 1) -> None:
+        """Spread `count` attempts' run time over the bins it covers; count them where
+        they started."""
         self._folded_busy[engine] = self._folded_busy.get(engine, 0.0) + duration_s
+        self._folded_done[engine] = self._folded_done.get(engine, 0) + \
+            count * (status != "cancelled")
         start, end = max(0.0, start_s), max(0.0, start_s + duration_s)
         self.end_s = max(self.end_s, end)
         while end > self.span_s:
             self._double()
-        series = self._lane(engine)[_kind(status)]
+        lane = self._lane(engine)
         width = self.span_s / self.bins
         index = min(int(start / width), self.bins - 1)
+        lane.counts[index][status] += count
+        series = lane.busy[kind(status)]
         while start < end and index < self.bins:
             stop = min(end, (index + 1) * width)
             series[index] += stop - start
@@ -86,62 +106,61 @@ class Timeline:
     def _double(self) -> None:
         half = self.bins // 2
         for lane in self.lanes.values():
-            for series in lane:
-                merged = [series[2 * i] + series[2 * i + 1] for i in range(half)]
-                series[:] = merged + [0.0] * (self.bins - half)
+            for series in lane.busy.values():
+                series[:] = [series[2 * i] + series[2 * i + 1] for i in range(half)] + \
+                    [0.0] * (self.bins - half)
+            lane.counts[:] = [lane.counts[2 * i] + lane.counts[2 * i + 1]
+                              for i in range(half)] + [Counter() for _ in range(half)]
         self.span_s *= 2
 
-    def svg(self, snapshot: RunSnapshot) -> str:
-        """One lane per engine: busy share per bin as opacity, failed time in red, running
-        tasks as a light bar up to now; x is seconds since the run started."""
+    def state(self, snapshot: RunSnapshot) -> dict:
+        """What both views draw: x from 0 to `span_s` seconds, one lane per engine, and bars.
+
+        `mode` "tasks": each bar is `[lane, start_s, duration_s, status, task, item]`.
+        `mode` "bins": each bar is `[lane, start_s, duration_s, kind, busy share, attempts,
+        {status: attempts}]`: adjacent bins of one kind and (quartered) busy share merged.
+        `running`: `[lane, start_s]` of each task still running.
+        """
         x_max = max(snapshot.elapsed_s, self.end_s, 1e-3)
-        scale = (WIDTH - LABEL_W - 8) / x_max
+        lanes = sorted(self.lanes)
+        row = {engine: i for i, engine in enumerate(lanes)}
+        bars: list[list]
+        if self.tasks is not None:
+            bars = [[row[m.engine], round(m.start_s, 4), round(m.duration_s, 4), m.status,
+                     m.task, m.item] for m in self.tasks if m.engine in row]
+        else:
+            bars = [bar for engine in lanes for bar in self._bin_bars(row[engine], engine)]
+        running = [] if snapshot.done else [
+            [row[e.id], round(max(0.0, x_max - e.running_for_s), 4)]
+            for e in snapshot.engines if e.running_for_s is not None and e.id in row]
+        return {"span_s": round(x_max, 4), "lanes": lanes,
+                "mode": "bins" if self.tasks is None else "tasks", "bars": bars,
+                "running": running}
+
+    def _bin_bars(self, index: int, engine: int) -> list[list]:
+        lane = self.lanes[engine]
         width = self.span_s / self.bins
-        running = {e.id: e.running_for_s for e in snapshot.engines if e.running_for_s}
-        parts = []
-        for row, engine in enumerate(sorted(self.lanes)):
-            y = row * (LANE_H + LANE_GAP)
-            parts.append(f'<text x="0" y="{y + LANE_H - 2}" {FONT}>e{engine}</text>'
-                         f'<rect x="{LABEL_W}" y="{y}" width="{WIDTH - LABEL_W - 8}" '
-                         f'height="{LANE_H}" fill="#f3f3f3"/>')
-            for first, last, colour, opacity in _runs(*self.lanes[engine], width):
-                x = LABEL_W + first * width * scale
-                w = max((last - first + 1) * width * scale, 1.0)
-                parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{LANE_H}" '
-                             f'fill="{colour}" fill-opacity="{opacity}"/>')
-            if engine in running and not snapshot.done:
-                start = max(0.0, x_max - running[engine])
-                parts.append(f'<rect x="{LABEL_W + start * scale:.1f}" y="{y + 2}" '
-                             f'width="{max((x_max - start) * scale, 1.0):.1f}" '
-                             f'height="{LANE_H - 4}" fill="{RUNNING_COLOUR}"/>')
-        height = len(self.lanes) * (LANE_H + LANE_GAP) + AXIS_H
-        axis_y = height - 4
-        parts.append(f'<text x="{LABEL_W}" y="{axis_y}" {FONT}>0</text>'
-                     f'<text x="{WIDTH - 8}" y="{axis_y}" text-anchor="end" {FONT}>'
-                     f'{escape(fmt.seconds(x_max))}</text>')
-        return _svg(WIDTH, height, "".join(parts), "task timeline per engine")
-
-
-def _runs(ok: list[float], failed: list[float], cancelled: list[float],
-          width: float) -> Iterator[tuple]:
-    """Adjacent bins of equal colour and (quartered) busy share, merged into one bar each.
-    A bin with failed time is red; one with only cancelled time grey."""
-    current = None
-    for index, (good, bad, dropped) in enumerate(zip(ok, failed, cancelled)):
-        share = min(1.0, (good + bad + dropped) / width)
-        key = None
-        if share > 0:
-            colour = FAILED_COLOUR if bad > 0 else STATUS_COLOURS["ok"] if good > 0 \
-                else CANCELLED_COLOUR
-            key = (colour, max(0.25, round(share * 4) / 4))
-        if current is not None and key == tuple(current[2:]):
-            current[1] = index
-            continue
-        if current is not None:
-            yield tuple(current)
-        current = [index, index, *key] if key is not None else None
-    if current is not None:
-        yield tuple(current)
+        bars: list[list] = []
+        for i in range(self.bins):
+            busy = {name: series[i] for name, series in lane.busy.items()}
+            total = sum(busy.values())
+            if total <= 0 and not lane.counts[i]:
+                continue
+            colour = "failed" if busy["failed"] > 0 else "ok" if busy["ok"] > 0 \
+                else "cancelled"
+            share = max(0.25, round(min(1.0, total / width) * 4) / 4)
+            last = bars[-1] if bars else None
+            if last is not None and last[3] == colour and last[4] == share \
+                    and math.isclose(last[1] + last[2], i * width):
+                last[2] = round(last[2] + width, 4)
+                last[5] += sum(lane.counts[i].values())
+                last[6].update(lane.counts[i])
+                continue
+            bars.append([index, round(i * width, 4), round(width, 4), colour, share,
+                         sum(lane.counts[i].values()), Counter(lane.counts[i])])
+        for bar in bars:
+            bar[6] = dict(bar[6])
+        return bars
 
 
 class Histogram:
@@ -153,50 +172,24 @@ class Histogram:
 
     def __init__(self) -> None:
         size = (self.HIGH - self.LOW) * self.PER_DECADE
-        self.ok = [0] * size
-        self.failed = [0] * size
-        self.cancelled = [0] * size
+        self.counts = {name: [0] * size for name in ("ok", "failed", "cancelled")}
 
     def add(self, duration_s: float, status: str) -> None:
         """Count one attempt."""
         position = (math.log10(max(duration_s, 1e-9)) - self.LOW) * self.PER_DECADE
-        index = min(max(int(position), 0), len(self.ok) - 1)
-        (self.ok, self.failed, self.cancelled)[_kind(status)][index] += 1
+        index = min(max(int(position), 0), len(self.counts["ok"]) - 1)
+        self.counts[kind(status)][index] += 1
 
     def edge(self, index: int) -> float:
         return 10 ** (self.LOW + index / self.PER_DECADE)
 
-    def svg(self, width: int = 200, height: int = 90) -> str:
-        """Bars of the occupied range of bins, failed counts stacked in red, cancelled grey."""
-        totals = [a + b + c for a, b, c in zip(self.ok, self.failed, self.cancelled)]
+    def state(self) -> dict:
+        """The occupied range only: `edges` (one more than bins, seconds) and the counts per
+        colour family in each bin; empty lists before any attempt has finished."""
+        totals = [sum(column) for column in zip(*self.counts.values())]
         used = [i for i, n in enumerate(totals) if n]
         if not used:
-            return _svg(width, height, f'<text x="0" y="12" {FONT}>no task finished yet</text>',
-                        "task durations")
-        first, last = used[0], used[-1]
-        count = last - first + 1
-        bar_w = width / count
-        plot_h = height - AXIS_H
-        top = max(totals)
-        parts = []
-        for i in range(first, last + 1):
-            x = (i - first) * bar_w
-            for value, base, colour in (
-                    (self.ok[i], 0, STATUS_COLOURS["ok"]),
-                    (self.failed[i], self.ok[i], FAILED_COLOUR),
-                    (self.cancelled[i], self.ok[i] + self.failed[i], CANCELLED_COLOUR)):
-                if value:
-                    h = max(plot_h * value / top, 1.0)
-                    y = plot_h - plot_h * base / top - h
-                    parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                                 f'height="{h:.1f}" fill="{colour}"/>')
-        parts.append(f'<text x="0" y="{height - 4}" {FONT}>{escape(fmt.seconds(self.edge(first)))}'
-                     f'</text><text x="{width}" y="{height - 4}" text-anchor="end" {FONT}>'
-                     f'{escape(fmt.seconds(self.edge(last + 1)))}</text>')
-        return _svg(width, height, "".join(parts), "task durations (log scale)")
-
-
-def _svg(width: int, height: int, body: str, title: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
-            f'{body}</svg>')
+            return {"edges": [], "ok": [], "failed": [], "cancelled": []}
+        first, last = used[0], used[-1] + 1
+        return {"edges": [float(f"{self.edge(i):.3g}") for i in range(first, last + 1)],
+                **{name: series[first:last] for name, series in self.counts.items()}}

@@ -17,18 +17,25 @@ INTERVAL_S = 0.15
 
 
 class Source(Protocol):
-    """What a live view reads: immutable snapshots while it runs, the summary at the end."""
+    """What a live view reads: immutable snapshots while it runs, the summary at the end;
+    and what the dashboard's Cancel button calls."""
 
     def snapshot(self) -> RunSnapshot: ...
 
     def summary(self) -> RunSummary: ...
 
+    def cancel(self) -> None: ...
+
 
 class ProgressView:
     """Polls a source's snapshot on a timer thread until the run ends; subclasses draw."""
 
+    shows_failures = False
+    """Whether the view lists the run's failures itself (the caller then shows no report)."""
+
     def __init__(self, source: Source) -> None:
         self.source = source
+        self.cancelled = False  # set when the view's own Cancel button cancelled the run
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pp_notebook-progress",
                                         daemon=True)
