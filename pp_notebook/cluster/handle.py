@@ -33,6 +33,7 @@ from .reaper import Reaper
 
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
+DROP_WAIT_S = 5.0
 """The writer of a shared value's file on the client's own host: the client itself."""
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
@@ -302,19 +303,21 @@ class KernelCluster:
         """On how many hosts `value` is now."""
         return len(self._holdings.get(value.digest, {}))
 
-    def drop_shared(self, digests: list[str]) -> None:
-        """Remove shared values (by fingerprint) from every engine's cache and from the hosts'
-        /dev/shm."""
+    def drop_shared(self, digests: list[str], engines_too: bool = True) -> None:
+        """Remove shared values (by fingerprint) from the hosts' /dev/shm and, with
+        `engines_too`, from every engine's cache (waiting at most DROP_WAIT_S for busy ones:
+        they drop them when they get to it)."""
         segments = [f"{self.segment_prefix}-{digest}" for digest in digests
                     if self._holdings.pop(digest, None) is not None]
         if not segments:
             return
-        try:
-            live = self.live_ids()
-            if live:
-                self.client[live].apply_sync(engine_module.drop_segments, segments, True)
-        except Exception:  # engines gone: the files on this host are removed below
-            pass
+        live = self.live_ids() if engines_too else []
+        if live:
+            try:
+                done = self.client[live].apply_async(engine_module.drop_segments, segments, True)
+                done.wait(DROP_WAIT_S)
+            except Exception:  # engines gone: the files on this host are removed below
+                pass
         for segment in segments:
             try:
                 os.unlink(os.path.join(SHM_DIR, segment))
@@ -332,7 +335,9 @@ class KernelCluster:
     def shutdown(self) -> None:
         """Stop a local cluster's engines and controller; disconnect from a foreign one. The
         shared values leave the hosts either way."""
-        self.drop_shared(list(self._holdings))
+        # A local cluster's engines stop now (those elsewhere remove their files as they
+        # stop): only this host's files are left to remove. A connected one's engines stay.
+        self.drop_shared(list(self._holdings), engines_too=self.cluster is None)
         try:
             self.client.close()
         except Exception:
