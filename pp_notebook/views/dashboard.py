@@ -78,7 +78,8 @@ class Dashboard(ProgressView):
         """What the display shows: the widget with text fallbacks while the run goes on; the
         final picture and the summary as text once it has ended."""
         if self._summary is not None and self.final_html is not None:
-            return {"text/html": self.final_html, "text/plain": str(self._summary)}
+            return {"text/html": self.final_html,
+                    "text/plain": "\n".join([str(self._summary), *self.state.failure_lines()])}
         shown = self.widget._repr_mimebundle_()
         assert shown is not None, "a widget with a view has a display"
         data = dict(shown[0])  # (data, metadata)

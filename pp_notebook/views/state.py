@@ -17,6 +17,7 @@ from .. import fmt
 from ..snapshot import EngineSnapshot, Failure, RunSnapshot
 from ..summary import shipment_text
 from .charts import Histogram, Timeline
+from .report import TRACEBACKS_HINT
 from .text import status_text
 
 FAILURES_SHOWN = 50
@@ -58,6 +59,15 @@ class DashboardState:
                         "latest": [_row(r) for r in snap.latest_rows]},
         }
         return self.values
+
+    def failure_lines(self) -> list[str]:
+        """The failures seen, a line each, for front-ends that show only text."""
+        if not self.failures:
+            return []
+        lines = [f"{len(self.failures)} failed task{'s' if len(self.failures) != 1 else ''} "
+                 f"({TRACEBACKS_HINT}):"]
+        return lines + [f"  task {f.task} {f.item}: {f.status}: {f.error}"
+                        for f in self.failures.values()]
 
     def traceback(self, task: int) -> str:
         """The kept traceback of a listed failure (its tail), or its message."""
