@@ -1,10 +1,15 @@
-"""Shared fixtures: one real local ipyparallel cluster for the whole session."""
+"""Shared fixtures: one real local ipyparallel cluster for the whole session, and a real kernel
+of this interpreter for the tests that drive one."""
 
+import psutil
 import pytest
+from jupyter_client.manager import start_new_kernel
 
 import pp_notebook as pp
 
-from helpers import ENGINES, wait_until
+from helpers import ENGINES, Descendants, this_interpreter_kernel, wait_until
+
+KERNEL = "pp-notebook-kernel-test"
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +41,36 @@ def cluster(session_cluster):
         session_cluster.scale(ENGINES)
     session_cluster.wait_for_info()
     return session_cluster
+
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    """(manager, client) of a kernel running this interpreter; at the end its cluster is
+    stopped, the kernel shut down and any process it started that survives is killed."""
+    this_interpreter_kernel(tmp_path, monkeypatch, KERNEL)
+    try:
+        km, kc = start_new_kernel(kernel_name=KERNEL, startup_timeout=60, cwd=str(tmp_path))
+    except RuntimeError as exc:  # the kernel did not start or answer: nothing to test
+        pytest.skip(f"a kernel of this interpreter could not start: {exc}")
+    descendants = Descendants(km.provisioner.pid)
+    leftover: list[psutil.Process] = []
+    try:
+        yield km, kc
+    finally:
+        descendants.record()
+        try:  # a failed test may leave the run going: stop it, then the cluster
+            if km.is_alive():
+                km.interrupt_kernel()
+                kc.execute_interactive("import pp_notebook; pp_notebook.stop()", timeout=20,
+                                       output_hook=lambda msg: None)
+        except Exception:
+            pass
+        descendants.record()
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        leftover = descendants.end_survivors()
+    assert not leftover, f"still running after the kernel's shutdown: {leftover}"
 
 
 # -- time per tier (tests/unit, cluster, faults, browser), printed at the end ----------------

@@ -123,3 +123,24 @@ def watched(run):
     finally:
         dashboard.stop()
     return dashboard
+
+
+def execute(kc, code: str, timeout: float = 30) -> tuple[dict, list[dict]]:
+    """Run `code`; its execute_reply content and the iopub messages it caused."""
+    outputs: list[dict] = []
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
+    return reply["content"], outputs
+
+
+def text_of(outputs: list[dict]) -> str:
+    """What the messages showed as text: streams, results and displays, errors."""
+    parts = []
+    for msg in outputs:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            parts.append(content["text"])
+        elif kind in ("execute_result", "display_data", "update_display_data"):
+            parts.append(content["data"].get("text/plain", ""))
+        elif kind == "error":
+            parts.append(f"{content['ename']}: {content['evalue']}")
+    return "".join(parts)

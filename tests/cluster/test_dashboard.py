@@ -19,8 +19,6 @@ import pytest
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
-from test_kernel import _execute, _text
-from test_kernel import kernel as kernel  # the fixture: a real kernel of this interpreter
 
 import pp_notebook as pp
 from pp_notebook.run import MARKS_KEPT
@@ -28,7 +26,7 @@ from pp_notebook.summary import summary_html
 from pp_notebook.views.charts import BINS
 from pp_notebook.views.dashboard import Dashboard
 
-from helpers import wait_until, watched
+from helpers import execute, text_of, wait_until, watched
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -241,7 +239,7 @@ def _dashboard_comm(kc, msg_id: str, seen: list, until: float) -> str:
         if msg["msg_type"] == "comm_open" and \
                 content["data"]["state"].get("_model_name") == "AnyModel":
             return content["comm_id"]
-    raise AssertionError(f"no dashboard widget opened: {_text(seen)!r}")
+    raise AssertionError(f"no dashboard widget opened: {text_of(seen)!r}")
 
 
 def _wait_for_progress(kc, comm_id: str, completed: int, until: float) -> None:
@@ -269,8 +267,8 @@ def _reply_to(kc, msg_id: str, timeout: float) -> dict:
 
 def test_cancel_reaches_a_waiting_cell_which_ends_interrupted_and_drops_queued_cells(kernel):
     km, kc = kernel
-    reply, outputs = _execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
-    assert reply["status"] == "ok", _text(outputs)
+    reply, outputs = execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
+    assert reply["status"] == "ok", text_of(outputs)
     cell = kc.execute(WAITING)
     comm_id = _dashboard_comm(kc, cell, [], time.monotonic() + 30)
     _wait_for_progress(kc, comm_id, 2, time.monotonic() + 30)
@@ -285,17 +283,17 @@ def test_cancel_reaches_a_waiting_cell_which_ends_interrupted_and_drops_queued_c
     assert stopped_after < 2, f"the cell ended {stopped_after:.1f} s after the click"
     assert _reply_to(kc, queued, 15)["status"] == "aborted"  # dropped, not replayed
 
-    reply, outputs = _execute(kc, "print(part.status.tolist(), 'queued_cell_ran' in dir())")
-    assert reply["status"] == "ok", _text(outputs)
-    assert _text(outputs).strip() == f"{['ok'] * 2 + ['cancelled'] * 6} False"
-    reply, outputs = _execute(kc, "%pp stop")
-    assert reply["status"] == "ok", _text(outputs)
+    reply, outputs = execute(kc, "print(part.status.tolist(), 'queued_cell_ran' in dir())")
+    assert reply["status"] == "ok", text_of(outputs)
+    assert text_of(outputs).strip() == f"{['ok'] * 2 + ['cancelled'] * 6} False"
+    reply, outputs = execute(kc, "%pp stop")
+    assert reply["status"] == "ok", text_of(outputs)
 
 
 def test_messages_held_during_a_waiting_cell_run_after_it_in_order(kernel):
     km, kc = kernel
-    reply, outputs = _execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
-    assert reply["status"] == "ok", _text(outputs)
+    reply, outputs = execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
+    assert reply["status"] == "ok", text_of(outputs)
     cell = kc.execute("%%parallel x in range(4) --batch 1 -o done\nimport time\n"
                       "time.sleep(1.0)\nx")
     _dashboard_comm(kc, cell, [], time.monotonic() + 30)
@@ -305,7 +303,7 @@ def test_messages_held_during_a_waiting_cell_run_after_it_in_order(kernel):
     assert _reply_to(kc, cell, 30)["status"] == "ok"
     for msg_id in (first, second, info):
         assert _reply_to(kc, msg_id, 15)["status"] == "ok"
-    reply, outputs = _execute(kc, "print(order, done.status.tolist())")
-    assert _text(outputs).strip() == "['first', 'second'] ['ok', 'ok', 'ok', 'ok']"
-    reply, outputs = _execute(kc, "%pp stop")
-    assert reply["status"] == "ok", _text(outputs)
+    reply, outputs = execute(kc, "print(order, done.status.tolist())")
+    assert text_of(outputs).strip() == "['first', 'second'] ['ok', 'ok', 'ok', 'ok']"
+    reply, outputs = execute(kc, "%pp stop")
+    assert reply["status"] == "ok", text_of(outputs)

@@ -12,13 +12,7 @@ import queue
 import sys
 import time
 
-import psutil
-import pytest
-from jupyter_client.manager import start_new_kernel
-
-from helpers import Descendants, this_interpreter_kernel
-
-KERNEL = "pp-notebook-kernel-test"
+from helpers import execute, text_of
 
 # Items 0 and 1 end at once; the others would sleep far longer than the test.
 SLOW = """\
@@ -33,61 +27,11 @@ AGAIN = """\
 x + 100"""
 
 
-@pytest.fixture
-def kernel(tmp_path, monkeypatch):
-    """(manager, client) of a kernel running this interpreter; at the end its cluster is
-    stopped, the kernel shut down and any process it started that survives is killed."""
-    this_interpreter_kernel(tmp_path, monkeypatch, KERNEL)
-    try:
-        km, kc = start_new_kernel(kernel_name=KERNEL, startup_timeout=60, cwd=str(tmp_path))
-    except RuntimeError as exc:  # the kernel did not start or answer: nothing to test
-        pytest.skip(f"a kernel of this interpreter could not start: {exc}")
-    descendants = Descendants(km.provisioner.pid)
-    leftover: list[psutil.Process] = []
-    try:
-        yield km, kc
-    finally:
-        descendants.record()
-        try:  # a failed test may leave the run going: stop it, then the cluster
-            if km.is_alive():
-                km.interrupt_kernel()
-                kc.execute_interactive("import pp_notebook; pp_notebook.stop()", timeout=20,
-                                       output_hook=lambda msg: None)
-        except Exception:
-            pass
-        descendants.record()
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-        leftover = descendants.end_survivors()
-    assert not leftover, f"still running after the kernel's shutdown: {leftover}"
-
-
-def _execute(kc, code: str, timeout: float = 30) -> tuple[dict, list[dict]]:
-    """Run `code`; its execute_reply content and the iopub messages it caused."""
-    outputs: list[dict] = []
-    reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
-    return reply["content"], outputs
-
-
-def _text(outputs: list[dict]) -> str:
-    """What the messages showed as text: streams, results and displays, errors."""
-    parts = []
-    for msg in outputs:
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            parts.append(content["text"])
-        elif kind in ("execute_result", "display_data", "update_display_data"):
-            parts.append(content["data"].get("text/plain", ""))
-        elif kind == "error":
-            parts.append(f"{content['ename']}: {content['evalue']}")
-    return "".join(parts)
-
-
 def _json_of(kc, code: str) -> dict:
     """Run `code`, which prints one JSON line, and return it decoded."""
-    reply, outputs = _execute(kc, code)
-    assert reply["status"] == "ok", (reply, _text(outputs))
-    return json.loads(_text(outputs).strip().splitlines()[-1])
+    reply, outputs = execute(kc, code)
+    assert reply["status"] == "ok", (reply, text_of(outputs))
+    return json.loads(text_of(outputs).strip().splitlines()[-1])
 
 
 def test_interrupting_a_parallel_cell_ends_it_as_interrupted_and_keeps_finished_rows(kernel):
@@ -95,15 +39,15 @@ def test_interrupting_a_parallel_cell_ends_it_as_interrupted_and_keeps_finished_
     facts = _json_of(kc, "import json, sys\n"
                          "print(json.dumps({'prefix': sys.prefix}))")
     assert facts["prefix"] == sys.prefix  # this venv's python runs the kernel
-    reply, outputs = _execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
-    assert reply["status"] == "ok", _text(outputs)
-    assert "(local): 2 engines" in _text(outputs)
+    reply, outputs = execute(kc, "%load_ext pp_notebook\n%pp start 2", timeout=60)
+    assert reply["status"] == "ok", text_of(outputs)
+    assert "(local): 2 engines" in text_of(outputs)
 
     msg_id = kc.execute(SLOW)
     outputs = []
     deadline = time.monotonic() + 20
-    while "2/6 done" not in _text(outputs):  # the text progress line: items 0 and 1 have ended
-        assert time.monotonic() < deadline, f"items 0 and 1 did not end: {_text(outputs)!r}"
+    while "2/6 done" not in text_of(outputs):  # the text progress line: items 0 and 1 have ended
+        assert time.monotonic() < deadline, f"items 0 and 1 did not end: {text_of(outputs)!r}"
         try:
             msg = kc.get_iopub_msg(timeout=0.2)
         except queue.Empty:
@@ -132,7 +76,7 @@ def test_interrupting_a_parallel_cell_ends_it_as_interrupted_and_keeps_finished_
     assert content["ename"] == "RunInterrupted", content
     assert "`slow`" in content["evalue"], content["evalue"]  # where the kept results are
     assert reply_after < 5, f"the cell ended {reply_after:.1f} s after the interrupt"
-    shown = _text(outputs)
+    shown = text_of(outputs)
     assert "6 tasks · 2 ok · 4 cancelled" in shown, shown  # the summary, before the error
     errors = [m["content"] for m in outputs if m["msg_type"] == "error"]
     assert [e["ename"] for e in errors] == ["RunInterrupted"], errors
@@ -152,11 +96,11 @@ print(json.dumps({
     assert facts["status"] == ["ok", "ok"] + ["cancelled"] * 4, facts
     assert facts["y"] == [0, 10], facts
 
-    reply, outputs = _execute(kc, AGAIN)
-    assert reply["status"] == "ok", _text(outputs)
+    reply, outputs = execute(kc, AGAIN)
+    assert reply["status"] == "ok", text_of(outputs)
     facts = _json_of(kc, "print(json.dumps({'status': again['status'].tolist(), "
                          "'result': again['result'].tolist()}))")
     assert facts == {"status": ["ok"] * 4, "result": [100, 101, 102, 103]}, facts
 
-    reply, outputs = _execute(kc, "%pp stop")
-    assert reply["status"] == "ok" and "stopped cluster" in _text(outputs), _text(outputs)
+    reply, outputs = execute(kc, "%pp stop")
+    assert reply["status"] == "ok" and "stopped cluster" in text_of(outputs), text_of(outputs)
