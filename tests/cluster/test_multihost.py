@@ -290,6 +290,8 @@ def test_two_engines_of_a_host_receive_a_shared_frame_once(hosts):
     finally:
         _end(second)
         pp.forget()
+        # the controller notices the ended engine by its heartbeat: wait, for the next tests
+        assert wait_until(lambda: len(on_host_a()) == 1, CLUSTER_START_S, interval=0.1)
 
 
 def test_cutting_a_hosts_link_moves_its_tasks_to_the_other_host(hosts):
