@@ -60,6 +60,9 @@ main()
 """
 
 
+FAKETIME_SHM = "/dev/shm/faketime_shm_*"
+
+
 def _faketime_lib() -> str | None:
     for pattern in FAKETIME_LIBS:
         found = sorted(glob.glob(pattern))
@@ -100,6 +103,7 @@ def hosts(request):
     net = netns.Network(workdir)
     hosts = Hosts(net)
     saved = {}
+    faketime_before = set(glob.glob(FAKETIME_SHM))
 
     def finish():
         # Disconnect from this cluster and give the session back the cluster it had.
@@ -109,6 +113,8 @@ def hosts(request):
                 mine.shutdown()
         problems = net.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        for left in set(glob.glob(FAKETIME_SHM)) - faketime_before:  # libfaketime's segments
+            Path(left).unlink(missing_ok=True)  # of the skewed engine, killed with its host
         assert not problems, f"cleanup left: {problems}"
 
     request.addfinalizer(finish)
