@@ -60,7 +60,7 @@ main()
 """
 
 
-FAKETIME_SHM = "/dev/shm/faketime_shm_*"
+FAKETIME_SHM = "/dev/shm/*faketime_s*"  # its shared memory and semaphores
 
 
 def _faketime_lib() -> str | None:
