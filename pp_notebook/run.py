@@ -297,7 +297,7 @@ class Run:
 
     def demand(self) -> Demand:
         """What this run asks of the engines now, for the autoscaler."""
-        return Demand(len(self._queue), {e.id: e.state for e in self.snapshot().engines})
+        return Demand(len(self._queue), {e.id: e.state for e in self._engine_snapshots()})
 
     @property
     def started_at(self) -> float:
@@ -311,6 +311,20 @@ class Run:
 
     def snapshot(self) -> RunSnapshot:
         """An immutable picture of the run for views; costs O(engines), not O(tasks)."""
+        sent = sum(s.has_payload for s in self._engines.values())
+        return RunSnapshot(
+            total=len(self.records), counts=dict(self._counts), retried=self._retried,
+            elapsed_s=self.elapsed_s, done=self.done, engines=self._engine_snapshots(),
+            marks=tuple(Mark(task, short_repr(self.records[task].item), *rest)
+                        for task, *rest in list(self._marks)),
+            marks_total=self._marks_total,
+            failures=tuple(self._failures), first_rows=self._first_rows(),
+            latest_rows=tuple(self._preview(i) for i in list(self._latest)),
+            shipping=Shipping(len(self._payload), sent, len(self._engines),
+                              self.shipments(), self._shipping_now))
+
+    def _engine_snapshots(self) -> tuple[EngineSnapshot, ...]:
+        """Each engine's state and running task: what views and the autoscaler see."""
         now = time.monotonic()
         infos = self._cluster.engines if self._cluster is not None else {}
         retiring = self._cluster.retiring if self._cluster is not None else set()
@@ -337,17 +351,7 @@ class Run:
                 and running.started is not None else None,
                 running_item=short_repr(self.records[running.indices[0]].item)
                 if running is not None else None))
-        sent = sum(s.has_payload for s in self._engines.values())
-        return RunSnapshot(
-            total=len(self.records), counts=dict(self._counts), retried=self._retried,
-            elapsed_s=self.elapsed_s, done=self.done, engines=tuple(engines),
-            marks=tuple(Mark(task, short_repr(self.records[task].item), *rest)
-                        for task, *rest in list(self._marks)),
-            marks_total=self._marks_total,
-            failures=tuple(self._failures), first_rows=self._first_rows(),
-            latest_rows=tuple(self._preview(i) for i in list(self._latest)),
-            shipping=Shipping(len(self._payload), sent, len(self._engines),
-                              self.shipments(), self._shipping_now))
+        return tuple(engines)
 
     def _first_rows(self) -> tuple[PreviewRow, ...]:
         """The first finished items in input order (looking at most PREVIEW_SCAN deep)."""
