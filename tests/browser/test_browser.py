@@ -397,9 +397,15 @@ def test_dashboard_interactions_and_cancel_stop_a_foreground_cell_and_run_all(la
     dash = _cells(page).nth(1).locator(".ppnb-dash")
     dash.locator(".ppnb-timeline rect.bar.s-ok").first.wait_for()
 
-    # the top row of the failed bar: the running bar after it starts 2 px lower
-    _point_at(page, dash.locator(".ppnb-timeline rect.bar.s-error").first, y=0.5)
+    # the top row of the failed bar: the running bar after it starts 2 px lower. The time axis
+    # grows every frame, so a frame drawn between reading the bar's box and moving there can
+    # leave the pointer beside it: point again until the move lands on the bar.
     tip = dash.locator(".ppnb-tip")
+    for _ in range(20):
+        _point_at(page, dash.locator(".ppnb-timeline rect.bar.s-error").first, y=0.5)
+        if tip.is_visible() and tip.inner_text().startswith("task 1 "):
+            break
+        time.sleep(0.1)
     tip.wait_for(state="visible", timeout=5_000)
     assert tip.inner_text().startswith("task 1 · 1 · engine ") and \
         tip.inner_text().endswith(" · error")
