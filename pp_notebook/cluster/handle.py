@@ -30,6 +30,7 @@ from ..errors import ClusterError
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .reaper import Reaper
+from .transport import LOOPBACK, encryption_args
 
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
@@ -363,8 +364,9 @@ def start_local(n: int) -> KernelCluster:
     """A new local cluster of `n` engines on loopback, watched by a reaper."""
     # shutdown_atexit=False: ipyparallel's own exit hook (and __del__) would stop it on a
     # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
-    cluster = ipp.Cluster(n=0, delay=0, controller_args=list(FAST_CONTROLLER_ARGS),
-                          controller_ip="127.0.0.1", log_level=logging.ERROR,
+    cluster = ipp.Cluster(n=0, delay=0,
+                          controller_args=[*FAST_CONTROLLER_ARGS, *encryption_args(LOOPBACK)],
+                          controller_ip=LOOPBACK, log_level=logging.ERROR,
                           shutdown_atexit=False)
     try:
         _on_cluster_loop(cluster.start_controller())
