@@ -32,9 +32,11 @@ venv: $(FULL_STAMP)  ## everything: the lab set, the test and bench extras
 lab: $(LAB_STAMP)  ## open JupyterLab on the quickstart notebook
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) --LabApp.default_url=$(LAB_URL)
 
-# Debian packages the tests need: chromium (tests/test_browser.py drives it through
-# playwright) and libfaketime (an engine with a skewed clock in tests/test_multihost.py).
-SYSTEM_PACKAGES := chromium libfaketime
+# Debian packages the tests need: chromium (tests/browser drives it through playwright),
+# libfaketime (an engine with a skewed clock in tests/cluster/test_multihost.py), tcpdump (the
+# encryption test captures the hosts' bridge), slurm-wlm and munge (a one-node Slurm for the
+# scheduler tests) and openmpi-bin (the MPI launcher test).
+SYSTEM_PACKAGES := chromium libfaketime tcpdump slurm-wlm munge openmpi-bin
 
 system:  ## install the Debian packages above when one is missing
 	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(SYSTEM_PACKAGES); }
