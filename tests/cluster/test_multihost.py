@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
@@ -30,6 +31,7 @@ import pytest
 import pp_notebook as pp
 from pp_notebook import cluster as cluster_module
 from pp_notebook.cluster import handle as handle_module
+from pp_notebook.cluster import transport
 
 import netns
 from helpers import ipython_shell, pid_alive, wait_until
@@ -71,12 +73,28 @@ def _faketime_lib() -> str | None:
     return None
 
 
+ENGINE_HOSTS = ("hostA", "hostB")
+
+
+@dataclass
+class Controller:
+    """An ipcontroller running in "ctl", and what engines and clients need to join it."""
+
+    process: netns.Process
+    client_file: Path
+    engine_file: Path
+    engine_args: list[str]  # ipengine's arguments that point it at this controller
+    encrypted: bool  # its connection files carry a CurveZMQ server key
+
+
 class Hosts:
     """The running multi-host cluster: the network, its processes, and engine ids by host."""
 
     def __init__(self, net: netns.Network) -> None:
         self.net = net
-        self.controller = None
+        self.env = {**os.environ, "IPYTHONDIR": str(net.workdir / "ipython"),
+                    "PYTHONUNBUFFERED": "1"}
+        self.controller: Controller | None = None
         self.engines = {}  # hostname -> netns.Process
         self.engine_command = {}  # hostname -> (argv, env) that started its engine
         self.engine_id = {}  # hostname -> ipyparallel engine id
@@ -84,11 +102,51 @@ class Hosts:
         self.client_file = None
 
     def logs(self) -> str:
-        parts = []
-        for process in [self.controller, *self.engines.values()]:
-            if process is not None:
-                parts.append(f"--- {process.log.name} ---\n{process.log_tail()}")
-        return "\n".join(parts)
+        """The end of the log of every process started on the network."""
+        return "\n".join(f"--- {process.log.name} ---\n{process.log_tail()}"
+                         for process in self.net.processes)
+
+
+def start_controller(hosts: Hosts, label: str, encrypt: bool | None = None) -> Controller:
+    """Start an ipcontroller in "ctl" on its bridge address, with pp_notebook's fast settings
+    and its CurveZMQ setting for that address (`transport.encryption_args`: on by default
+    beyond loopback); return once it has written its connection files."""
+    net, ctl = hosts.net, hosts.net.hosts["ctl"]
+    profile = net.workdir / f"profile-{label}"
+    cluster_id = f"{label}-{net.tag}"
+    process = net.start(ctl, [
+        sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
+        f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
+        *handle_module.FAST_CONTROLLER_ARGS, *transport.encryption_args(ctl.address, encrypt)],
+        env=hosts.env, log_name=f"ipcontroller-{label}.log")
+    security = profile / "security"
+    engine_file = security / f"ipcontroller-{cluster_id}-engine.json"
+    client_file = security / f"ipcontroller-{cluster_id}-client.json"
+    if not wait_until(lambda: client_file.exists() and engine_file.exists()
+                          and process.popen.poll() is None, CLUSTER_START_S):
+        pytest.fail(f"the controller wrote no connection files\n{hosts.logs()}")
+    time.sleep(0.05)  # the files are written whole, but give the writer its close()
+    connection = json.loads(engine_file.read_text())
+    assert connection["interface"] == f"tcp://{ctl.address}", connection
+    return Controller(process, client_file, engine_file,
+                      [f"--file={engine_file}", f"--profile-dir={profile}",
+                       f"--cluster-id={cluster_id}"],
+                      encrypted=connection.get("curve_serverkey") is not None)
+
+
+def connect(hosts: Hosts, controller: Controller) -> dict[str, int]:
+    """Make `controller`'s cluster the session's (`pp.connect`, as a notebook would) and wait
+    until an engine from each engine host has joined; returns their engine ids by host."""
+    pp.connect(connection_file=str(controller.client_file), timeout=10)
+    handle = cluster_module.current(start_if_missing=False)
+
+    def joined():
+        handle.wait_for_info(1.0)
+        return {info.host for info in handle.refresh().values()} == set(ENGINE_HOSTS)
+
+    if not wait_until(joined, CLUSTER_START_S, interval=0.1):
+        pytest.fail(f"engines did not register from both hosts: {pp.status()}\n{hosts.logs()}")
+    return {info.host: eid for eid, info in handle.engines.items()}
 
 
 @pytest.fixture(scope="module")
@@ -119,36 +177,20 @@ def hosts(request):
 
     request.addfinalizer(finish)
     try:
-        net.create(["ctl", "hostA", "hostB"])
+        net.create(["ctl", *ENGINE_HOSTS])
     except netns.Unavailable as exc:
         pytest.skip(str(exc))
-    ctl = net.hosts["ctl"]
 
-    profile = workdir / "profile"
-    cluster_id = f"multihost-{net.tag}"
-    env = {**os.environ, "IPYTHONDIR": str(workdir / "ipython"), "PYTHONUNBUFFERED": "1"}
-    hosts.controller = net.start(ctl, [
-        sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
-        f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
-        *handle_module.FAST_CONTROLLER_ARGS], env=env, log_name="ipcontroller.log")
-    security = profile / "security"
-    engine_file = security / f"ipcontroller-{cluster_id}-engine.json"
-    hosts.client_file = security / f"ipcontroller-{cluster_id}-client.json"
-    if not wait_until(lambda: hosts.client_file.exists() and engine_file.exists()
-                          and hosts.controller.popen.poll() is None, CLUSTER_START_S):
-        pytest.fail(f"the controller wrote no connection files\n{hosts.logs()}")
-    time.sleep(0.05)  # the files are written whole, but give the writer its close()
-
-    connection = json.loads(engine_file.read_text())
-    assert connection["interface"] == f"tcp://{ctl.address}", connection
-    blocked = _unreachable(net, connection)
+    hosts.controller = start_controller(hosts, "multihost")  # pp_notebook's default: curve on
+    hosts.client_file = hosts.controller.client_file
+    blocked = _unreachable(net, json.loads(hosts.controller.engine_file.read_text()))
     if blocked:
         pytest.skip(f"traffic between namespaces over the bridge is blocked here ({blocked}); "
                     "br_netfilter with a DROP forward policy does this")
 
     faketime = _faketime_lib()
-    for name in ("hostA", "hostB"):
-        engine_env = dict(env)
+    for name in ENGINE_HOSTS:
+        engine_env = dict(hosts.env)
         if name == "hostB" and faketime:
             hosts.skewed = name
             # Its monotonic clock moves too: libfaketime 0.9.10 with
@@ -156,24 +198,14 @@ def hosts(request):
             engine_env.update(LD_PRELOAD=faketime, FAKETIME=f"+{SKEW_S:.0f}")
         start = ([sys.executable, "-c", ENGINE_WITHOUT_PP_NOTEBOOK] if name == "hostA"
                  else [sys.executable, "-m", "ipyparallel.engine"])
-        argv = [*start, f"--file={engine_file}", f"--profile-dir={profile}",
-                f"--cluster-id={cluster_id}"]
+        argv = [*start, *hosts.controller.engine_args]
         hosts.engine_command[name] = (argv, engine_env)
         hosts.engines[name] = net.start(net.hosts[name], argv, env=engine_env,
                                         log_name=f"ipengine-{name}.log")
 
     saved["current"] = cluster_module.swap(None)  # keep the session's cluster: connect() would
     # stop it
-    pp.connect(connection_file=str(hosts.client_file), timeout=10)
-    handle = cluster_module.current(start_if_missing=False)
-
-    def joined():
-        handle.wait_for_info(1.0)
-        return {info.host for info in handle.refresh().values()} == {"hostA", "hostB"}
-
-    if not wait_until(joined, CLUSTER_START_S, interval=0.1):
-        pytest.fail(f"engines did not register from both hosts: {pp.status()}\n{hosts.logs()}")
-    hosts.engine_id = {info.host: eid for eid, info in handle.engines.items()}
+    hosts.engine_id = connect(hosts, hosts.controller)
     return hosts
 
 
