@@ -24,7 +24,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import pid_alive, wait_until
+import psutil
+
+from helpers import pid_alive, process_tree, wait_until
 
 PREFIX = "ppnb"
 SUBNETS = [ipaddress.ip_network(f"10.213.{k}.0/24") for k in range(7, 250)]
@@ -169,15 +171,18 @@ class Network:
     # -- tearing down ------------------------------------------------------------------
 
     def stop(self, processes: list[Process], grace: float = 5.0) -> None:
-        """End processes this network started, with everything they started."""
+        """End processes this network started, with everything they started (all of each one's
+        pid namespace); the other processes of the same hosts go on."""
+        trees = []
         for process in processes:
             if process.popen.poll() is None:
+                trees += process_tree(process.popen.pid)
                 process.popen.kill()  # unshare: its child, the pid namespace's init, follows
         for process in processes:
             process.popen.wait(grace)
-        namespaces = {process.host.netns for process in processes}
-        if not wait_until(lambda: not any(_pids_in(ns) for ns in namespaces), grace):
-            raise RuntimeError(f"still running: {[_pids_in(ns) for ns in namespaces]}")
+        _, alive = psutil.wait_procs(trees, timeout=grace)
+        if alive:
+            raise RuntimeError(f"still running: {sorted(p.pid for p in alive)}")
 
     def close(self) -> list[str]:
         """Remove everything, whatever state setup reached; returns what could not be removed."""
@@ -186,6 +191,8 @@ class Network:
             self.stop(self.processes)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # the rest must go
             problems.append(f"processes: {exc}")
+        if not wait_until(lambda: not any(map(_pids_in, self._namespaces)), 5):
+            problems.append(f"still running: {[_pids_in(ns) for ns in self._namespaces]}")
         for netns in reversed(self._namespaces):
             done = ip("netns", "del", netns, check=False)
             if done.returncode:
