@@ -20,6 +20,8 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +211,33 @@ def hosts(request):
     return hosts
 
 
+@pytest.fixture(params=[None, False], ids=["default", "encrypt=False"])
+def wire(request, hosts) -> Controller:
+    """The session's cluster across the bridge, by `encrypt`: None is the module's cluster
+    (pp_notebook's default beyond loopback); False a second controller started with the
+    documented opt-out, with an engine on each engine host, stopped (and the module's cluster
+    made the session's again) when the test ends."""
+    if request.param is None:
+        return hosts.controller
+    net, started_before = hosts.net, len(hosts.net.processes)
+    module_cluster = cluster_module.swap(None)
+
+    def finish():
+        mine = cluster_module.swap(module_cluster)
+        if mine is not None:
+            mine.shutdown()  # disconnects; its processes end next
+        net.stop(net.processes[started_before:])
+
+    request.addfinalizer(finish)
+    controller = start_controller(hosts, "plaintext", encrypt=request.param)
+    for name in ENGINE_HOSTS:
+        net.start(net.hosts[name], [sys.executable, "-m", "ipyparallel.engine",
+                                    *controller.engine_args],
+                  env=hosts.env, log_name=f"ipengine-{name}-plaintext.log")
+    connect(hosts, controller)
+    return controller
+
+
 def _unreachable(net: netns.Network, connection: dict) -> str | None:
     """Probe the controller's registration port from each engine host: None when reachable."""
     address = (net.hosts["ctl"].address, connection["registration"])
@@ -274,6 +303,39 @@ def test_a_parallel_cell_runs_on_both_hosts(hosts, ip, capsys):
     assert origin["hostB"][0].endswith("__init__.py")
     status = pp.status()
     assert status["local"] is False and {e["host"] for e in status["engines"]} == {"hostA", "hostB"}
+
+
+def test_tasks_and_results_cross_the_network_encrypted_unless_opted_out(hosts, wire, tmp_path):
+    # Proven on the wire: tcpdump records the bridge while a run's items and results, each
+    # holding a unique marker, travel client -> controller -> engines and back. Encrypted
+    # (the default beyond loopback), the marker is nowhere in the recording; with the opt-out
+    # it is there, on its way to the engine hosts and back from them.
+    assert wire.encrypted is (wire is hosts.controller)  # the controller took the setting
+    marker = f"pp-notebook-marker-{uuid.uuid4().hex}"
+    items = [f"{marker}/{k}" for k in range(6)]
+    with netns.capture(hosts.net, tmp_path / "bridge.pcap") as recording:
+        df = pp.map(_echo, items, batch=1).result()
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
+    assert list(df["result"]) == [f"{item} on {host}" for item, host in zip(items, df["host"])]
+    assert set(df["host"]) == set(ENGINE_HOSTS)
+
+    engines = {hosts.net.hosts[name].address for name in ENGINE_HOSTS}
+    flows: dict[tuple, bytes] = {}  # (src, sport, dst, dport) -> its payload, in order
+    segments = [segment for segment in netns.tcp_segments(recording) if segment.payload]
+    for segment in segments:
+        key = (segment.src, segment.sport, segment.dst, segment.dport)
+        flows[key] = flows.get(key, b"") + segment.payload
+    packets_to = Counter(segment.dst for segment in segments)
+    print(f"\n{'curve' if wire.encrypted else 'plaintext'}: {sum(map(len, flows.values()))} "
+          f"bytes of TCP payload on the bridge; packets with data to: {dict(packets_to)}")
+    assert engines <= set(packets_to), f"nothing recorded to both engine hosts: {packets_to}"
+    with_marker = {(src, dst) for (src, _, dst, _), payload in flows.items()
+                   if marker.encode() in payload}
+    if wire.encrypted:
+        assert not with_marker and marker.encode() not in recording.read_bytes(), with_marker
+    else:  # the opt-out: tasks reach the engines and results leave them readable
+        assert {dst for _, dst in with_marker} & engines, with_marker
+        assert {src for src, _ in with_marker} & engines, with_marker
 
 
 def test_an_engine_an_hour_ahead_keeps_records_on_the_client_clock(hosts):
@@ -405,6 +467,12 @@ def _restart_engine(hosts: Hosts, name: str) -> None:
 def _pp_notebook_origin():
     package, engine = sys.modules["pp_notebook"], sys.modules["pp_notebook.engine"]
     return getattr(package, "__file__", None), engine.run_batch.__code__.co_filename
+
+
+def _echo(item):
+    import socket
+    time.sleep(0.02)
+    return f"{item} on {socket.gethostname()}"
 
 
 def _nap(x):
