@@ -92,6 +92,15 @@ def wait_until(predicate, timeout=30.0, interval=0.02):
     return False
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and its descendants, as far as they are still there."""
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

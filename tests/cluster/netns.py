@@ -9,7 +9,8 @@ bridge, and namespaces have no default route.
 Everything is named after this process's pid, so parallel runs do not collide, and
 `Network.close()` removes it all (processes first, then namespaces, veths and bridge) even
 after a partial setup; what a killed run left behind, the next run removes. Needs root,
-iproute2's `ip`, and util-linux's `unshare` and `setpriv`.
+iproute2's `ip`, and util-linux's `unshare` and `setpriv`. `capture()` records what crosses the
+bridge with `tcpdump`, and `tcp_segments()` reads such a recording back.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import pid_alive, wait_until
+import psutil
+
+from helpers import pid_alive, process_tree, wait_until
 
 PREFIX = "ppnb"
 SUBNETS = [ipaddress.ip_network(f"10.213.{k}.0/24") for k in range(7, 250)]
@@ -169,15 +177,18 @@ class Network:
     # -- tearing down ------------------------------------------------------------------
 
     def stop(self, processes: list[Process], grace: float = 5.0) -> None:
-        """End processes this network started, with everything they started."""
+        """End processes this network started, with everything they started (all of each one's
+        pid namespace); the other processes of the same hosts go on."""
+        trees = []
         for process in processes:
             if process.popen.poll() is None:
+                trees += process_tree(process.popen.pid)
                 process.popen.kill()  # unshare: its child, the pid namespace's init, follows
         for process in processes:
             process.popen.wait(grace)
-        namespaces = {process.host.netns for process in processes}
-        if not wait_until(lambda: not any(_pids_in(ns) for ns in namespaces), grace):
-            raise RuntimeError(f"still running: {[_pids_in(ns) for ns in namespaces]}")
+        _, alive = psutil.wait_procs(trees, timeout=grace)
+        if alive:
+            raise RuntimeError(f"still running: {sorted(p.pid for p in alive)}")
 
     def close(self) -> list[str]:
         """Remove everything, whatever state setup reached; returns what could not be removed."""
@@ -186,6 +197,8 @@ class Network:
             self.stop(self.processes)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # the rest must go
             problems.append(f"processes: {exc}")
+        if not wait_until(lambda: not any(map(_pids_in, self._namespaces)), 5):
+            problems.append(f"still running: {[_pids_in(ns) for ns in self._namespaces]}")
         for netns in reversed(self._namespaces):
             done = ip("netns", "del", netns, check=False)
             if done.returncode:
@@ -199,6 +212,92 @@ class Network:
         self._namespaces.clear()
         self._links.clear()
         return problems
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One captured IPv4 TCP packet: its endpoints and payload."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    payload: bytes
+
+
+@contextmanager
+def capture(net: Network, path: Path, timeout: float = 10.0) -> Iterator[Path]:
+    """Record every frame that crosses `net`'s bridge into the pcap file `path` while the
+    `with` block runs; tcpdump is stopped on the way out, whatever happened inside.
+
+    tcpdump says "listening" before it records reliably, and delivers what it captured in
+    blocks: instead of trusting either, a UDP beacon with a unique payload is sent across
+    the bridge and waited for in the file, once before the block (it is capturing) and once
+    after it (everything sent in the block has been written, since frames are written in the
+    order they cross the bridge). `-Z root` keeps it root, so it may write into a private dir.
+    """
+    if shutil.which("tcpdump") is None:
+        raise Unavailable("`tcpdump` is not installed (`make system` installs it)")
+    argv = ["setpriv", "--pdeathsig", "KILL", "tcpdump", "-i", net.bridge, "-w", str(path),
+            "-U", "--immediate-mode", "-Z", "root", "-n", "-q"]
+    log = path.with_suffix(".log")
+    with open(log, "wb") as out:
+        tcpdump = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    try:
+        _beacon(net, path, tcpdump, log, timeout)
+        yield path
+        _beacon(net, path, tcpdump, log, timeout)
+    finally:
+        tcpdump.send_signal(signal.SIGINT)  # it closes the file properly
+        try:
+            tcpdump.wait(timeout)
+        except subprocess.TimeoutExpired:
+            tcpdump.kill()
+            tcpdump.wait(timeout)
+
+
+def _beacon(net: Network, path: Path, tcpdump: subprocess.Popen, log: Path,
+            timeout: float) -> None:
+    """Send a unique UDP datagram over the bridge (to the first host's discard port) until
+    it shows up in the capture file."""
+    payload = f"ppnb-beacon-{uuid.uuid4().hex}".encode()
+    target = (next(iter(net.hosts.values())).address, 9)
+
+    def recorded() -> bool:
+        if tcpdump.poll() is not None:
+            raise RuntimeError(f"tcpdump ended: {log.read_text(errors='replace').strip()}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(payload, target)
+        return path.exists() and payload in path.read_bytes()
+
+    if not wait_until(recorded, timeout, interval=0.05):
+        raise RuntimeError(f"tcpdump on {net.bridge} recorded nothing in {timeout} s: "
+                           f"{log.read_text(errors='replace').strip()}")
+
+
+def tcp_segments(path: Path) -> list[Segment]:
+    """The IPv4 TCP packets of a pcap file of Ethernet frames (as tcpdump -w writes), in
+    capture order; other frames are skipped."""
+    data = path.read_bytes()
+    order = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">"}.get(data[:4])
+    if order is None or struct.unpack(order + "I", data[20:24])[0] != 1:  # 1: Ethernet
+        raise ValueError(f"{path} is not a microsecond pcap file of Ethernet frames")
+    segments, offset = [], 24
+    while offset + 16 <= len(data):
+        (length,) = struct.unpack(order + "I", data[offset + 8:offset + 12])
+        frame = data[offset + 16:offset + 16 + length]
+        offset += 16 + length
+        if frame[12:14] != b"\x08\x00" or frame[23] != socket.IPPROTO_TCP:  # IPv4, TCP
+            continue
+        ip_header = (frame[14] & 0x0F) * 4
+        (total,) = struct.unpack("!H", frame[16:18])  # 0 for a segmentation-offload giant
+        tcp = frame[14 + ip_header:14 + total if total else len(frame)]  # no Ethernet padding
+        sport, dport = struct.unpack("!HH", tcp[:4])
+        segments.append(Segment(socket.inet_ntoa(frame[26:30]), sport,
+                                socket.inet_ntoa(frame[30:34]), dport,
+                                tcp[(tcp[12] >> 4) * 4:]))
+    return segments
 
 
 def _pids_in(netns: str) -> list[int]:

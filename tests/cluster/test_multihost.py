@@ -20,6 +20,9 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
@@ -30,6 +33,7 @@ import pytest
 import pp_notebook as pp
 from pp_notebook import cluster as cluster_module
 from pp_notebook.cluster import handle as handle_module
+from pp_notebook.cluster import transport
 
 import netns
 from helpers import ipython_shell, pid_alive, wait_until
@@ -71,12 +75,28 @@ def _faketime_lib() -> str | None:
     return None
 
 
+ENGINE_HOSTS = ("hostA", "hostB")
+
+
+@dataclass
+class Controller:
+    """An ipcontroller running in "ctl", and what engines and clients need to join it."""
+
+    process: netns.Process
+    client_file: Path
+    engine_file: Path
+    engine_args: list[str]  # ipengine's arguments that point it at this controller
+    encrypted: bool  # its connection files carry a CurveZMQ server key
+
+
 class Hosts:
     """The running multi-host cluster: the network, its processes, and engine ids by host."""
 
     def __init__(self, net: netns.Network) -> None:
         self.net = net
-        self.controller = None
+        self.env = {**os.environ, "IPYTHONDIR": str(net.workdir / "ipython"),
+                    "PYTHONUNBUFFERED": "1"}
+        self.controller: Controller | None = None
         self.engines = {}  # hostname -> netns.Process
         self.engine_command = {}  # hostname -> (argv, env) that started its engine
         self.engine_id = {}  # hostname -> ipyparallel engine id
@@ -84,11 +104,51 @@ class Hosts:
         self.client_file = None
 
     def logs(self) -> str:
-        parts = []
-        for process in [self.controller, *self.engines.values()]:
-            if process is not None:
-                parts.append(f"--- {process.log.name} ---\n{process.log_tail()}")
-        return "\n".join(parts)
+        """The end of the log of every process started on the network."""
+        return "\n".join(f"--- {process.log.name} ---\n{process.log_tail()}"
+                         for process in self.net.processes)
+
+
+def start_controller(hosts: Hosts, label: str, encrypt: bool | None = None) -> Controller:
+    """Start an ipcontroller in "ctl" on its bridge address, with pp_notebook's fast settings
+    and its CurveZMQ setting for that address (`transport.encryption_args`: on by default
+    beyond loopback); return once it has written its connection files."""
+    net, ctl = hosts.net, hosts.net.hosts["ctl"]
+    profile = net.workdir / f"profile-{label}"
+    cluster_id = f"{label}-{net.tag}"
+    process = net.start(ctl, [
+        sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
+        f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
+        *handle_module.FAST_CONTROLLER_ARGS, *transport.encryption_args(ctl.address, encrypt)],
+        env=hosts.env, log_name=f"ipcontroller-{label}.log")
+    security = profile / "security"
+    engine_file = security / f"ipcontroller-{cluster_id}-engine.json"
+    client_file = security / f"ipcontroller-{cluster_id}-client.json"
+    if not wait_until(lambda: client_file.exists() and engine_file.exists()
+                          and process.popen.poll() is None, CLUSTER_START_S):
+        pytest.fail(f"the controller wrote no connection files\n{hosts.logs()}")
+    time.sleep(0.05)  # the files are written whole, but give the writer its close()
+    connection = json.loads(engine_file.read_text())
+    assert connection["interface"] == f"tcp://{ctl.address}", connection
+    return Controller(process, client_file, engine_file,
+                      [f"--file={engine_file}", f"--profile-dir={profile}",
+                       f"--cluster-id={cluster_id}"],
+                      encrypted=connection.get("curve_serverkey") is not None)
+
+
+def connect(hosts: Hosts, controller: Controller) -> dict[str, int]:
+    """Make `controller`'s cluster the session's (`pp.connect`, as a notebook would) and wait
+    until an engine from each engine host has joined; returns their engine ids by host."""
+    pp.connect(connection_file=str(controller.client_file), timeout=10)
+    handle = cluster_module.current(start_if_missing=False)
+
+    def joined():
+        handle.wait_for_info(1.0)
+        return {info.host for info in handle.refresh().values()} == set(ENGINE_HOSTS)
+
+    if not wait_until(joined, CLUSTER_START_S, interval=0.1):
+        pytest.fail(f"engines did not register from both hosts: {pp.status()}\n{hosts.logs()}")
+    return {info.host: eid for eid, info in handle.engines.items()}
 
 
 @pytest.fixture(scope="module")
@@ -119,36 +179,20 @@ def hosts(request):
 
     request.addfinalizer(finish)
     try:
-        net.create(["ctl", "hostA", "hostB"])
+        net.create(["ctl", *ENGINE_HOSTS])
     except netns.Unavailable as exc:
         pytest.skip(str(exc))
-    ctl = net.hosts["ctl"]
 
-    profile = workdir / "profile"
-    cluster_id = f"multihost-{net.tag}"
-    env = {**os.environ, "IPYTHONDIR": str(workdir / "ipython"), "PYTHONUNBUFFERED": "1"}
-    hosts.controller = net.start(ctl, [
-        sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
-        f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
-        *handle_module.FAST_CONTROLLER_ARGS], env=env, log_name="ipcontroller.log")
-    security = profile / "security"
-    engine_file = security / f"ipcontroller-{cluster_id}-engine.json"
-    hosts.client_file = security / f"ipcontroller-{cluster_id}-client.json"
-    if not wait_until(lambda: hosts.client_file.exists() and engine_file.exists()
-                          and hosts.controller.popen.poll() is None, CLUSTER_START_S):
-        pytest.fail(f"the controller wrote no connection files\n{hosts.logs()}")
-    time.sleep(0.05)  # the files are written whole, but give the writer its close()
-
-    connection = json.loads(engine_file.read_text())
-    assert connection["interface"] == f"tcp://{ctl.address}", connection
-    blocked = _unreachable(net, connection)
+    hosts.controller = start_controller(hosts, "multihost")  # pp_notebook's default: curve on
+    hosts.client_file = hosts.controller.client_file
+    blocked = _unreachable(net, json.loads(hosts.controller.engine_file.read_text()))
     if blocked:
         pytest.skip(f"traffic between namespaces over the bridge is blocked here ({blocked}); "
                     "br_netfilter with a DROP forward policy does this")
 
     faketime = _faketime_lib()
-    for name in ("hostA", "hostB"):
-        engine_env = dict(env)
+    for name in ENGINE_HOSTS:
+        engine_env = dict(hosts.env)
         if name == "hostB" and faketime:
             hosts.skewed = name
             # Its monotonic clock moves too: libfaketime 0.9.10 with
@@ -156,25 +200,42 @@ def hosts(request):
             engine_env.update(LD_PRELOAD=faketime, FAKETIME=f"+{SKEW_S:.0f}")
         start = ([sys.executable, "-c", ENGINE_WITHOUT_PP_NOTEBOOK] if name == "hostA"
                  else [sys.executable, "-m", "ipyparallel.engine"])
-        argv = [*start, f"--file={engine_file}", f"--profile-dir={profile}",
-                f"--cluster-id={cluster_id}"]
+        argv = [*start, *hosts.controller.engine_args]
         hosts.engine_command[name] = (argv, engine_env)
         hosts.engines[name] = net.start(net.hosts[name], argv, env=engine_env,
                                         log_name=f"ipengine-{name}.log")
 
     saved["current"] = cluster_module.swap(None)  # keep the session's cluster: connect() would
     # stop it
-    pp.connect(connection_file=str(hosts.client_file), timeout=10)
-    handle = cluster_module.current(start_if_missing=False)
-
-    def joined():
-        handle.wait_for_info(1.0)
-        return {info.host for info in handle.refresh().values()} == {"hostA", "hostB"}
-
-    if not wait_until(joined, CLUSTER_START_S, interval=0.1):
-        pytest.fail(f"engines did not register from both hosts: {pp.status()}\n{hosts.logs()}")
-    hosts.engine_id = {info.host: eid for eid, info in handle.engines.items()}
+    hosts.engine_id = connect(hosts, hosts.controller)
     return hosts
+
+
+@pytest.fixture(params=[None, False], ids=["default", "encrypt=False"])
+def wire(request, hosts) -> Controller:
+    """The session's cluster across the bridge, by `encrypt`: None is the module's cluster
+    (pp_notebook's default beyond loopback); False a second controller started with the
+    documented opt-out, with an engine on each engine host, stopped (and the module's cluster
+    made the session's again) when the test ends."""
+    if request.param is None:
+        return hosts.controller
+    net, started_before = hosts.net, len(hosts.net.processes)
+    module_cluster = cluster_module.swap(None)
+
+    def finish():
+        mine = cluster_module.swap(module_cluster)
+        if mine is not None:
+            mine.shutdown()  # disconnects; its processes end next
+        net.stop(net.processes[started_before:])
+
+    request.addfinalizer(finish)
+    controller = start_controller(hosts, "plaintext", encrypt=request.param)
+    for name in ENGINE_HOSTS:
+        net.start(net.hosts[name], [sys.executable, "-m", "ipyparallel.engine",
+                                    *controller.engine_args],
+                  env=hosts.env, log_name=f"ipengine-{name}-plaintext.log")
+    connect(hosts, controller)
+    return controller
 
 
 def _unreachable(net: netns.Network, connection: dict) -> str | None:
@@ -242,6 +303,39 @@ def test_a_parallel_cell_runs_on_both_hosts(hosts, ip, capsys):
     assert origin["hostB"][0].endswith("__init__.py")
     status = pp.status()
     assert status["local"] is False and {e["host"] for e in status["engines"]} == {"hostA", "hostB"}
+
+
+def test_tasks_and_results_cross_the_network_encrypted_unless_opted_out(hosts, wire, tmp_path):
+    # Proven on the wire: tcpdump records the bridge while a run's items and results, each
+    # holding a unique marker, travel client -> controller -> engines and back. Encrypted
+    # (the default beyond loopback), the marker is nowhere in the recording; with the opt-out
+    # it is there, on its way to the engine hosts and back from them.
+    assert wire.encrypted is (wire is hosts.controller)  # the controller took the setting
+    marker = f"pp-notebook-marker-{uuid.uuid4().hex}"
+    items = [f"{marker}/{k}" for k in range(6)]
+    with netns.capture(hosts.net, tmp_path / "bridge.pcap") as recording:
+        df = pp.map(_echo, items, batch=1).result()
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"]
+    assert list(df["result"]) == [f"{item} on {host}" for item, host in zip(items, df["host"])]
+    assert set(df["host"]) == set(ENGINE_HOSTS)
+
+    engines = {hosts.net.hosts[name].address for name in ENGINE_HOSTS}
+    flows: dict[tuple, bytes] = {}  # (src, sport, dst, dport) -> its payload, in order
+    segments = [segment for segment in netns.tcp_segments(recording) if segment.payload]
+    for segment in segments:
+        key = (segment.src, segment.sport, segment.dst, segment.dport)
+        flows[key] = flows.get(key, b"") + segment.payload
+    packets_to = Counter(segment.dst for segment in segments)
+    print(f"\n{'curve' if wire.encrypted else 'plaintext'}: {sum(map(len, flows.values()))} "
+          f"bytes of TCP payload on the bridge; packets with data to: {dict(packets_to)}")
+    assert engines <= set(packets_to), f"nothing recorded to both engine hosts: {packets_to}"
+    with_marker = {(src, dst) for (src, _, dst, _), payload in flows.items()
+                   if marker.encode() in payload}
+    if wire.encrypted:
+        assert not with_marker and marker.encode() not in recording.read_bytes(), with_marker
+    else:  # the opt-out: tasks reach the engines and results leave them readable
+        assert {dst for _, dst in with_marker} & engines, with_marker
+        assert {src for src, _ in with_marker} & engines, with_marker
 
 
 def test_an_engine_an_hour_ahead_keeps_records_on_the_client_clock(hosts):
@@ -373,6 +467,12 @@ def _restart_engine(hosts: Hosts, name: str) -> None:
 def _pp_notebook_origin():
     package, engine = sys.modules["pp_notebook"], sys.modules["pp_notebook.engine"]
     return getattr(package, "__file__", None), engine.run_batch.__code__.co_filename
+
+
+def _echo(item):
+    import socket
+    time.sleep(0.02)
+    return f"{item} on {socket.gethostname()}"
 
 
 def _nap(x):

@@ -12,6 +12,8 @@ import psutil
 from pp_notebook.cluster import KernelCluster
 from pp_notebook.cluster.handle import start_local
 
+from helpers import process_tree
+
 POLL_S = 0.01
 
 
@@ -45,14 +47,6 @@ def wrong_results(records, expected: dict) -> int:
     """How many of the records whose task is in `expected` lack that exact result."""
     return sum(r.status != "ok" or r.value != expected[r.task]
                for r in records if r.task in expected)
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        process = psutil.Process(pid)
-        return [process, *process.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def cluster_processes(handle: KernelCluster) -> list[psutil.Process]:
