@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import keyword
+import os
+import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
+from traitlets import Unicode, default
 
 from . import api, cluster
 from .cell import compile_cell, evaluate_iterable, header_labels, parse_header
@@ -61,6 +64,16 @@ def _plain_help(magic: Any) -> Any:
 @magics_class
 class ParallelMagics(Magics):
     """`%%parallel` runs a cell's body once per item on the engines; `%pp` manages them."""
+
+    autostart = Unicode("", config=True, help=(
+        "Start the local cluster in the background when the extension loads, so that the "
+        "first %%parallel cell finds it ready: a number of engines, or 'auto'. Off by "
+        "default (a login node or a scheduler's user must not get local engines unasked). "
+        "Also read from the PP_NOTEBOOK_AUTOSTART environment variable."))
+
+    @default("autostart")
+    def _autostart_from_environment(self) -> str:
+        return os.environ.get("PP_NOTEBOOK_AUTOSTART", "")
 
     cell_number: int | None = None
     """The execution count of the cell running now (IPython has already moved its own
@@ -322,3 +335,20 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.note_cell)
     ipython.events.register("post_run_cell", magics.forget_cell)
+    if magics.autostart and cluster.current_or_none() is None:
+        _start_in_background(magics.autostart)
+
+
+def _start_in_background(engines: str) -> None:
+    """Start the local cluster on a thread: the first cell that needs it waits for it (a
+    failed start is started again, and reported, by that cell)."""
+    count = count_or_auto(number(engines), "autostart (PP_NOTEBOOK_AUTOSTART)")
+    threading.Thread(target=lambda: _quietly(cluster.start, count),
+                     name="pp_notebook-autostart", daemon=True).start()
+
+
+def _quietly(start: Any, engines: int | str) -> None:
+    try:
+        start(engines)
+    except Exception:  # the first cell that needs the cluster starts it and says why not
+        pass

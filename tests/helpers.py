@@ -115,8 +115,8 @@ def ipython_shell():
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
     shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "pp_notebook")
     try:
+        shell.run_line_magic("load_ext", "pp_notebook")
         yield shell
     finally:
         InteractiveShell.clear_instance()

@@ -12,7 +12,9 @@ import queue
 import sys
 import time
 
-from helpers import execute, text_of
+import pytest
+
+from helpers import execute, ipython_shell, text_of
 
 # Items 0 and 1 end at once; the others would sleep far longer than the test.
 SLOW = """\
@@ -104,3 +106,46 @@ print(json.dumps({
 
     reply, outputs = execute(kc, "%pp stop")
     assert reply["status"] == "ok" and "stopped cluster" in text_of(outputs), text_of(outputs)
+
+
+@pytest.fixture
+def autostart(monkeypatch):
+    """The opt-in: the kernel about to start finds PP_NOTEBOOK_AUTOSTART=2."""
+    monkeypatch.setenv("PP_NOTEBOOK_AUTOSTART", "2")
+
+
+def test_loading_the_extension_starts_nothing_unless_asked(kernel):
+    km, kc = kernel
+    reply, outputs = execute(kc, "%load_ext pp_notebook")
+    assert reply["status"] == "ok", text_of(outputs)
+    time.sleep(1.0)  # a background start, were there one, would be under way by now
+    facts = _json_of(kc, "import json, threading, pp_notebook as pp\n"
+                         "print(json.dumps({'running': pp.status()['running'], 'threads': "
+                         "[t.name for t in threading.enumerate()]}))")
+    assert facts["running"] is False, facts
+    assert "pp_notebook-autostart" not in facts["threads"], facts
+
+
+def test_autostart_has_the_cluster_ready_for_the_first_cell(autostart, kernel):
+    km, kc = kernel
+    loaded = time.monotonic()
+    reply, outputs = execute(kc, "%load_ext pp_notebook")
+    assert reply["status"] == "ok", text_of(outputs)
+    assert time.monotonic() - loaded < 5  # the start goes on in the background
+    code = "import json, pp_notebook as pp\nprint(json.dumps(pp.status()))"
+    deadline = time.monotonic() + 60
+    while len((status := _json_of(kc, code))["engines"]) < 2:  # no cell asked for engines
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    reply, outputs = execute(kc, AGAIN)
+    assert reply["status"] == "ok", text_of(outputs)
+    after = _json_of(kc, code)
+    assert after["cluster_id"] == status["cluster_id"]  # the first cell used that cluster
+    assert [e["id"] for e in after["engines"]] == [e["id"] for e in status["engines"]]
+
+
+def test_a_wrong_autostart_value_is_refused_when_the_extension_loads(monkeypatch):
+    monkeypatch.setenv("PP_NOTEBOOK_AUTOSTART", "yes")
+    with pytest.raises(ValueError, match=r"PP_NOTEBOOK_AUTOSTART.*'auto' or an integer.*'yes'"):
+        with ipython_shell():
+            pass
