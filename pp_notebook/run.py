@@ -392,7 +392,8 @@ class Run:
                 self._handle_events()
                 self._watchdog()
             self._ended_mono = time.monotonic()
-            self._await_replacements()
+            if not self._cancel_requested:  # a cancel hands control back now: the next run
+                self._await_replacements()  # takes the replacements as they register
         except BaseException as exc:  # never lose what finished: end the rest with a reason
             self.failure = exc
             self._end_remaining("lost", f"the run stopped: {type(exc).__name__}: {exc}")
