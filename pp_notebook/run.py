@@ -760,6 +760,13 @@ class Run:
             if state.dead or not state.inflight:
                 continue
             batch = state.inflight[0]
+            if self._cancelling and batch.interrupted is None:
+                # It was queued behind the running batch when the cancel came, and started
+                # before the abort reached the engine: interrupt it now as well.
+                batch.started = batch.started if batch.started is not None else now
+                batch.interrupted = now
+                self._started_cluster.interrupt_engine(state.id)
+                continue
             if batch.started is None:
                 continue
             if batch.interrupted is not None:
