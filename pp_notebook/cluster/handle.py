@@ -233,6 +233,15 @@ class KernelCluster:
         # An engine elsewhere: ask its nanny, which runs beside it.
         self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
 
+    def published(self, future: Any) -> dict:
+        """What the engine published (ipyparallel data messages) while it ran the request
+        behind `future`, as it has reached the client so far; works even when the engine died
+        before replying."""
+        msg_ids = getattr(future, "msg_ids", None) or []
+        if not msg_ids or msg_ids[0] not in self.client.metadata:
+            return {}
+        return dict(self.client.metadata[msg_ids[0]]["data"])
+
     def interrupt_engine(self, eid: int) -> None:
         """Raise KeyboardInterrupt in the task an engine is running."""
         self.client.send_signal(signal.SIGINT, targets=[eid], block=False)
