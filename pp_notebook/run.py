@@ -448,13 +448,15 @@ class Run:
         if now - self._controller_checked < CONTROLLER_CHECK_S:
             return
         self._controller_checked = now
-        death = self._started_cluster.controller_death()
+        cluster = self._started_cluster
+        death = cluster.controller_death()
         if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
             finished = sum(r.status != "pending" for r in self.records)
+            what_next = "pp_notebook.start() starts a new cluster" if cluster.owned else \
+                "pp_notebook.connect() to it once it is back, or pp_notebook.start() a local one"
             self.failure = cluster_module.ClusterError(
                 f"{death} during the run. The {finished} tasks that had ended are kept; "
-                "pp_notebook.start() starts a new cluster (pass checkpoint= to skip finished "
-                "items when you run again).")
+                f"{what_next} (pass checkpoint= to skip finished items when you run again).")
             self._end_remaining("lost", str(self.failure))
 
     def _dispatch(self) -> None:

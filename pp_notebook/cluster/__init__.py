@@ -119,8 +119,13 @@ def swap(handle: KernelCluster | None) -> KernelCluster | None:
 
 def current(start_if_missing: bool = True) -> KernelCluster:
     """The kernel's cluster, started with default settings on first use (or when the one
-    this process started has lost its controller)."""
-    if _current is None or _current.controller_death() is not None:
+    this process started has lost its controller; a connected one that lost it is refused,
+    not silently replaced by a local one)."""
+    death = _current.controller_death() if _current is not None else None
+    if death is not None and _current is not None and not _current.owned:
+        raise ClusterError(f"{death}: pp_notebook.connect() to it once it is back, or "
+                           "pp_notebook.start() a local cluster")
+    if _current is None or death is not None:
         if not start_if_missing:
             raise ClusterError("no cluster is running: call pp_notebook.start() or connect()")
         start()

@@ -30,11 +30,15 @@ from ..errors import ClusterError
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .reaper import Reaper
+from .watch import ControllerWatch
 
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
 DROP_WAIT_S = 5.0
 """The writer of a shared value's file on the client's own host: the client itself."""
+RECONNECT_GRACE_S = 1.0
+"""A closed connection to the controller counts as its death once not made again this long
+(libzmq retries every 0.1 s): a controller that went away, not a blip."""
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
 # the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
@@ -83,6 +87,8 @@ class KernelCluster:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
             self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
+        # The hub's query connection; ipyparallel offers no public handle on it.
+        self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
@@ -124,16 +130,23 @@ class KernelCluster:
         return [e for e in self.client.ids if e not in self.retiring]
 
     def controller_death(self) -> str | None:
-        """What became of the controller this process started, once it is gone; else None."""
+        """What became of the cluster's controller, once it is gone; else None. Cheap: a
+        process check for the controller this process started, a look at the connection's
+        monitor for any (a cluster joined with `connect` too)."""
         process = getattr(self.cluster.controller, "process", None) if self.cluster else None
-        if process is None:
-            return None
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.Error:
-            pass
-        return f"the cluster's controller (pid {process.pid}) stopped"
+        if process is not None:
+            try:
+                gone = not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                gone = True
+            if gone:
+                return f"the cluster's controller (pid {process.pid}) stopped"
+        lost = self._controller_watch.lost_for()
+        if lost is not None and lost >= RECONNECT_GRACE_S:
+            where = self._controller_watch.endpoint
+            return (f"the controller of cluster {self.cluster_id!r} ({where}) went away: its "
+                    f"connection closed {lost:.1f} s ago and was not made again")
+        return None
 
     def refresh(self) -> dict[int, EngineInfo]:
         """Set up engines that joined since the last call, forget those that left."""
@@ -347,6 +360,7 @@ class KernelCluster:
         # A local cluster's engines stop now (those elsewhere remove their files as they
         # stop): only this host's files are left to remove. A connected one's engines stay.
         self.drop_shared(list(self._holdings), engines_too=self.cluster is None)
+        self._controller_watch.close()
         try:
             self.client.close()
         except Exception:
