@@ -29,6 +29,7 @@ from .. import engine as engine_module
 from ..errors import ClusterError
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
+from .files import cluster_files, new_cluster_id, prune_dead, remove_files
 from .reaper import Reaper
 from .watch import ControllerWatch
 
@@ -87,6 +88,8 @@ class KernelCluster:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
             self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
+            for pattern in cluster_files(cluster.profile_dir, self.cluster_id):
+                self._reaper.remove(pattern)
         # The hub's query connection; ipyparallel offers no public handle on it.
         self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
@@ -369,6 +372,7 @@ class KernelCluster:
             self.adapt(None)
             with self._lock:
                 _quiet_stop(self.cluster)
+                _on_cluster_loop(_remove_leftovers(self.cluster.profile_dir, self.cluster_id))
                 if self._reaper is not None:
                     self._reaper.close()
 
@@ -387,6 +391,7 @@ def start_local(n: int) -> KernelCluster:
     # shutdown_atexit=False: ipyparallel's own exit hook (and __del__) would stop it on a
     # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
     cluster = ipp.Cluster(n=0, delay=0, controller_args=list(FAST_CONTROLLER_ARGS),
+                          cluster_id=new_cluster_id(),
                           controller_ip="127.0.0.1", log_level=logging.ERROR,
                           shutdown_atexit=False)
     try:
@@ -416,6 +421,15 @@ def _log_tail(cluster: ipp.Cluster, lines: int = 20) -> str:
             parts.append(f"--- {name} log (last lines) ---\n"
                          + "\n".join(text.strip().splitlines()[-lines:]))
     return "\n".join(parts)
+
+
+async def _remove_leftovers(profile_dir: str, cluster_id: str) -> None:
+    """Remove what ipyparallel leaves of a stopped cluster (its engine-state file, at least),
+    and of this toolkit's earlier clusters whose kernels are gone. A coroutine, run on the
+    cluster loop: ipyparallel removes a stopped process's log there too, and two removers
+    at once make it print "Failed to remove" (see `_on_cluster_loop`)."""
+    remove_files(cluster_files(profile_dir, cluster_id))
+    prune_dead(profile_dir)
 
 
 def _quiet_stop(cluster: ipp.Cluster) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import pp_notebook as pp
 from pp_notebook import cluster as cluster_module
+from pp_notebook.cluster.files import cluster_files, remove_files
 from pp_notebook.cluster.handle import FAST_CONTROLLER_ARGS
 from pp_notebook.errors import ClusterError
 from pp_notebook.options import RunOptions
@@ -116,6 +117,7 @@ def connected_controller_killed(request, fault_figures):
             pass
         psutil.wait_procs(alive(processes), timeout=10)
         kill_all(processes)
+        remove_files(cluster_files(foreign.profile_dir, cluster_id))  # a killed one leaves them
 
     request.addfinalizer(finish)
     foreign.start_cluster_sync()
