@@ -231,11 +231,15 @@ SLOW_OS = Proxy(os, path=Proxy(os.path, isfile=slow_isfile))
 """
 
 
-def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog):
+def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog,
+                                                          tmp_path):
     """ipyparallel removes a process's log file twice: when the cluster is stopped, and when
     the launcher hears of the exit, on the loop it was started on. Started from a notebook
     cell (a loop runs) and stopped where none runs (the kernel's exit, a run's thread), the two
-    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log"."""
+    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log".
+    The clusters get a profile of their own: in the shared one, other processes' clean-ups
+    removed these logs mid-stop too (1 stop in 2 failed; never in its own profile)."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     slow = {}
     exec(_SLOW_ISFILE, slow)
     monkeypatch.setattr(launcher_module, "os", slow["SLOW_OS"])
