@@ -149,10 +149,15 @@ def scale(engines: int | str, *, min_engines: int = 1, max_engines: int | None =
 
 
 def status() -> dict:
-    """The cluster's id and its live engines (id, host, pid, state), or `running: False`."""
+    """The cluster's id and its live engines (id, host, pid, state), or `running: False`
+    (with `lost`: what became of the controller of the cluster still set)."""
     handle = _current
     if handle is None:
         return {"running": False, "cluster_id": None, "engines": []}
+    death = handle.controller_death()
+    if death is not None:  # the queue query below would wait for its answer forever
+        return {"running": False, "cluster_id": handle.cluster_id, "local": handle.owned,
+                "engines": [], "lost": death}
     infos = handle.refresh()
     try:
         queues = handle.client.queue_status()

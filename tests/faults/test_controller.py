@@ -5,6 +5,7 @@ not finished, and keeps every finished result."""
 import os
 import signal
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -17,6 +18,7 @@ from pp_notebook import cluster as cluster_module
 from pp_notebook.cluster.files import cluster_files, remove_files
 from pp_notebook.cluster.handle import FAST_CONTROLLER_ARGS
 from pp_notebook.errors import ClusterError
+from pp_notebook.magic import cluster_status_text
 from pp_notebook.options import RunOptions
 from pp_notebook.run import Run
 
@@ -139,11 +141,15 @@ def connected_controller_killed(request, fault_figures):
         refused = None
     except ClusterError as exc:
         refused = str(exc)
+    statuses: list[dict] = []  # pp.status() must answer: a dead controller answers no query
+    asking = threading.Thread(target=lambda: statuses.append(pp.status()), daemon=True)
+    asking.start()
+    asking.join(10)
     fault_figures("connected controller SIGKILL mid-run", ended_s if ended else None,
                   sum(run.records[t].status != "ok" for t in finished),
                   f"{len(finished)} finished before, {run.snapshot().counts.get('lost', 0)} lost")
     return {"run": run, "finished": finished, "ended": ended, "ended_s": ended_s,
-            "cluster_id": cluster_id, "refused": refused}
+            "cluster_id": cluster_id, "refused": refused, "statuses": statuses}
 
 
 def test_a_connected_clusters_dead_controller_ends_the_run_within_5_s(
@@ -167,3 +173,11 @@ def test_a_connected_cluster_whose_controller_died_is_refused_not_replaced(
         connected_controller_killed):
     refused = connected_controller_killed["refused"]
     assert refused is not None and "went away" in refused and "pp_notebook.start()" in refused
+
+
+def test_status_says_a_connected_clusters_controller_went_away(connected_controller_killed):
+    statuses = connected_controller_killed["statuses"]
+    assert statuses, "pp.status() did not answer within 10 s"
+    assert statuses[0]["running"] is False and "went away" in statuses[0]["lost"]
+    text = cluster_status_text(statuses[0])
+    assert "went away" in text and "%pp connect" in text and "%pp start" in text
