@@ -77,9 +77,26 @@ _payloads: OrderedDict[str, tuple[Callable, Any, list] | BaseException] = Ordere
 _PAYLOADS_KEPT = 4
 _armed = False  # the alarm raises only while a task runs, never in this module's own code
 _limit = 0.0
-_deadlines: dict[int, list[float]] = {}
-"""Worker threads (concurrency > 1) running a task under a limit: ident -> [deadline, limit].
-The batch's main thread raises TaskTimeout in those past their deadline."""
+OVERDUE_KEY = "pp_notebook_overdue"
+"""The key under which an engine publishes (ipyparallel's data_message, the batch's
+AsyncResult `.data` on the client) the items whose threads run past their limit."""
+
+
+class _Limit:
+    """A worker thread's task under a limit: when to raise TaskTimeout in it next, which item
+    it runs, and whether it has run past its limit already."""
+
+    __slots__ = ("deadline", "task", "overdue")
+
+    def __init__(self, deadline: float, task: int) -> None:
+        self.deadline = deadline
+        self.task = task
+        self.overdue = False
+
+
+_deadlines: dict[int, _Limit] = {}
+"""Worker threads (concurrency > 1) running a task under a limit, by thread ident. The
+batch's main thread raises TaskTimeout in those past their deadline."""
 _deadlines_lock = threading.Lock()
 
 
@@ -168,6 +185,7 @@ def _run_threaded(fn: Callable, validate: Any, pairs: list[tuple[int, bytes]],
     outcomes: list[Outcome] = []
     todo = iter(pairs)
     running: set = set()
+    overdue: list[int] = []
     batch_start = time.perf_counter()
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = _thread_output
@@ -187,7 +205,10 @@ def _run_threaded(fn: Callable, validate: Any, pairs: list[tuple[int, bytes]],
                         break
                     finished, running = wait(running, RETIMEOUT_INTERVAL / 5, FIRST_COMPLETED)
                     outcomes += [f.result() for f in finished]
-                    _raise_in_overdue_threads()
+                    now_overdue = _raise_in_overdue_threads()
+                    if now_overdue != overdue:
+                        overdue = now_overdue
+                        _publish({OVERDUE_KEY: overdue})
             except KeyboardInterrupt:  # a cancel: stop every running task, start no more
                 with _deadlines_lock:
                     for ident in _deadlines:
@@ -198,13 +219,32 @@ def _run_threaded(fn: Callable, validate: Any, pairs: list[tuple[int, bytes]],
     return outcomes
 
 
-def _raise_in_overdue_threads() -> None:
+def _raise_in_overdue_threads() -> list[int]:
+    """Raise TaskTimeout in each thread past its deadline; returns the items of the threads
+    still running past their limit."""
     now = time.perf_counter()
     with _deadlines_lock:
-        for ident, deadline in _deadlines.items():
-            if now >= deadline[0]:
-                deadline[0] = now + RETIMEOUT_INTERVAL
+        for ident, limit in _deadlines.items():
+            if now >= limit.deadline:
+                limit.deadline = now + RETIMEOUT_INTERVAL
+                limit.overdue = True
                 _raise_in_thread(ident, TaskTimeout)
+        return sorted(limit.task for limit in _deadlines.values() if limit.overdue)
+
+
+def _publish(data: dict) -> None:
+    """Send `data` to the client at once, while the batch still runs (it lands in the batch's
+    AsyncResult `.data`): a thread blocked past its limit gets its engine killed before the
+    batch can reply, and the client must know which item to blame. Only on an engine."""
+    try:
+        from ipyparallel.engine.app import IPEngine
+
+        if IPEngine.initialized():
+            from ipyparallel.datapub import publish_data
+
+            publish_data(data)
+    except Exception:  # the client falls back to running the batch's items alone
+        pass
 
 
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
@@ -401,7 +441,7 @@ def _run_item(fn: Callable, validate: Any, index: int, item_bytes: bytes,
     try:
         try:
             item = pickle.loads(item_bytes)
-            _arm(timeout)
+            _arm(timeout, index)
             try:
                 value = fn(item)
                 if type(value) is types.CoroutineType:  # an async def task: run it here
@@ -457,13 +497,13 @@ def _on_alarm(signum, frame):
         raise TaskTimeout(f"task exceeded its time limit of {_limit:g} s")
 
 
-def _arm(timeout: float | None) -> None:
+def _arm(timeout: float | None, task: int) -> None:
     global _armed, _limit
     if timeout is None:
         return
     if threading.current_thread() is not threading.main_thread():
         with _deadlines_lock:
-            _deadlines[threading.get_ident()] = [time.perf_counter() + timeout, timeout]
+            _deadlines[threading.get_ident()] = _Limit(time.perf_counter() + timeout, task)
         return
     _limit = timeout
     _armed = True

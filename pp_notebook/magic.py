@@ -308,6 +308,9 @@ def _failure_message(snap: RunSnapshot, out: str | None) -> str:
 def cluster_status_text(state: dict) -> str:
     """The cluster as `%pp status` prints it: its id, and each engine's state and process."""
     if not state["running"]:
+        if state.get("lost"):
+            return (f"{state['lost']}: `%pp start [N]` starts a local cluster"
+                    + ("" if state["local"] else ", or `%pp connect` to this one once it is back"))
         return "no cluster is running: `%pp start [N]` starts a local one"
     engines = state["engines"]
     kind = "local" if state["local"] else "connected"

@@ -31,7 +31,7 @@ from . import fmt
 from .batching import BATCH_BUDGET_S, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
-from .engine import Outcome, forget, run_batch
+from .engine import OVERDUE_KEY, Outcome, forget, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
@@ -449,13 +449,15 @@ class Run:
         if now - self._controller_checked < CONTROLLER_CHECK_S:
             return
         self._controller_checked = now
-        death = self._started_cluster.controller_death()
+        cluster = self._started_cluster
+        death = cluster.controller_death()
         if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
             finished = sum(r.status != "pending" for r in self.records)
+            what_next = "pp_notebook.start() starts a new cluster" if cluster.owned else \
+                "pp_notebook.connect() to it once it is back, or pp_notebook.start() a local one"
             self.failure = cluster_module.ClusterError(
                 f"{death} during the run. The {finished} tasks that had ended are kept; "
-                "pp_notebook.start() starts a new cluster (pass checkpoint= to skip finished "
-                "items when you run again).")
+                f"{what_next} (pass checkpoint= to skip finished items when you run again).")
             self._end_remaining("lost", str(self.failure))
 
     def _dispatch(self) -> None:
@@ -704,9 +706,11 @@ class Run:
         """Requeue what a dead engine held; charge an attempt only to a proven culprit.
 
         The culprit is proven when the engine held one batch of one item (a suspect sent
-        alone), or when the client ended it for ignoring its timeout. Otherwise the first batch
-        may have finished just before the death (ipyparallel can report it failed), so every
-        item it held runs again alone, uncharged, until a death names its culprit.
+        alone), when the client ended it for ignoring its timeout while running one item, or
+        when the engine named the items whose threads ran past their limit (concurrency > 1):
+        then the others of its batches run again, uncharged. Otherwise the first batch may
+        have finished just before the death (ipyparallel can report it failed), so every item
+        it held runs again alone, uncharged, until a death names its culprit.
         """
         state.dead = True
         cluster = self._started_cluster
@@ -715,41 +719,58 @@ class Run:
         where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
                                          if info and info.pid else "")
         running = batches[0] if batches and batches[0].started is not None else None
-        proven = running is not None and len(running.indices) == 1 and (
-            len(batches) == 1 or running.killed_for == "timeout")
+        culprits = self._culprits(running, alone=len(batches) == 1)
         for batch in batches:
             batch.abandoned = True
             indices = self._uncovered(batch, batch.indices)
             if self._cancelling and batch.killed_for != "timeout":
                 for index in indices:
                     self._finish(self.records[index], "cancelled", error="the run was cancelled")
-            elif batch is not running or not proven:
-                if running is not None and not proven:
-                    self._solo.update(indices)
-                self._queue.extendleft(reversed(indices))
-            elif not indices:
-                continue  # a superseded copy, or its item ended elsewhere
-            else:
-                assert batch.started is not None  # it is `running`, which has started
-                record = self.records[batch.indices[0]]
-                record.attempts += 1
-                record.engine = state.id
-                record.duration_s = time.monotonic() - batch.started  # the client's estimate
-                record.started = time.time() - record.duration_s
-                self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
-                if batch.killed_for == "timeout":
-                    self._finish(record, "timeout", error_type="TaskTimeout",
-                                 error=f"task ignored its time limit of "
-                                       f"{self.options.timeout:g} s and the interrupt; "
-                                       f"{where} was ended and replaced")
-                else:
-                    self._finish(record, "lost", error_type="EngineDied",
-                                 error=f"{where} {how} while running this task "
-                                       f"(attempt {record.attempts} of "
-                                       f"{self.options.retries + 1})")
+                continue
+            charged = [i for i in indices if i in culprits] if batch is running else []
+            innocent = [i for i in indices if i not in charged]
+            if running is not None and not culprits:
+                self._solo.update(innocent)
+            self._queue.extendleft(reversed(innocent))
+            for index in charged:
+                self._charge_death(self.records[index], state.id, batch, where, how)
         if cluster.owned and not self._cancelling and state.id not in cluster.retiring:
             cluster.add_engines(1, wait=False)
             self._replacements += 1
+
+    def _culprits(self, running: _Batch | None, alone: bool) -> set[int]:
+        """The items of the dead engine's running batch to blame for its death: those its
+        engine named as overdue when the client ended it for a timeout, else its one item
+        when nothing else can be blamed; empty when unproven."""
+        if running is None:
+            return set()
+        if running.killed_for == "timeout":
+            published = self._started_cluster.published(running.future)
+            named = set(published.get(OVERDUE_KEY, ())) & set(running.indices)
+            if named:
+                return named
+        if len(running.indices) == 1 and (alone or running.killed_for == "timeout"):
+            return set(running.indices)
+        return set()
+
+    def _charge_death(self, record: TaskRecord, engine: int, batch: _Batch, where: str,
+                      how: str) -> None:
+        """An attempt of `record` ended with its engine: a timeout when the client ended the
+        engine for it, else `lost` (retried while it has retries left)."""
+        assert batch.started is not None  # it is the engine's running batch
+        record.attempts += 1
+        record.engine = engine
+        record.duration_s = time.monotonic() - batch.started  # the client's estimate
+        record.started = time.time() - record.duration_s
+        self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
+        if batch.killed_for == "timeout":
+            self._finish(record, "timeout", error_type="TaskTimeout",
+                         error=f"task ignored its time limit of {self.options.timeout:g} s "
+                               f"and the interrupt; {where} was ended and replaced")
+        else:
+            self._finish(record, "lost", error_type="EngineDied",
+                         error=f"{where} {how} while running this task "
+                               f"(attempt {record.attempts} of {self.options.retries + 1})")
 
     def _watchdog(self) -> None:
         """End tasks that ignored their timeout, and engines that ignored a cancel."""

@@ -119,8 +119,13 @@ def swap(handle: KernelCluster | None) -> KernelCluster | None:
 
 def current(start_if_missing: bool = True) -> KernelCluster:
     """The kernel's cluster, started with default settings on first use (or when the one
-    this process started has lost its controller)."""
-    if _current is None or _current.controller_death() is not None:
+    this process started has lost its controller; a connected one that lost it is refused,
+    not silently replaced by a local one)."""
+    death = _current.controller_death() if _current is not None else None
+    if death is not None and _current is not None and not _current.owned:
+        raise ClusterError(f"{death}: pp_notebook.connect() to it once it is back, or "
+                           "pp_notebook.start() a local cluster")
+    if _current is None or death is not None:
         if not start_if_missing:
             raise ClusterError("no cluster is running: call pp_notebook.start() or connect()")
         start()
@@ -144,10 +149,15 @@ def scale(engines: int | str, *, min_engines: int = 1, max_engines: int | None =
 
 
 def status() -> dict:
-    """The cluster's id and its live engines (id, host, pid, state), or `running: False`."""
+    """The cluster's id and its live engines (id, host, pid, state), or `running: False`
+    (with `lost`: what became of the controller of the cluster still set)."""
     handle = _current
     if handle is None:
         return {"running": False, "cluster_id": None, "engines": []}
+    death = handle.controller_death()
+    if death is not None:  # the queue query below would wait for its answer forever
+        return {"running": False, "cluster_id": handle.cluster_id, "local": handle.owned,
+                "engines": [], "lost": death}
     infos = handle.refresh()
     try:
         queues = handle.client.queue_status()

@@ -29,13 +29,18 @@ from .. import engine as engine_module
 from ..errors import ClusterError
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
+from .files import cluster_files, new_cluster_id, prune_dead, remove_files
 from .reaper import Reaper
 from .transport import LOOPBACK, encryption_args
+from .watch import ControllerWatch
 
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
 DROP_WAIT_S = 5.0
 """The writer of a shared value's file on the client's own host: the client itself."""
+RECONNECT_GRACE_S = 1.0
+"""A closed connection to the controller counts as its death once not made again this long
+(libzmq retries every 0.1 s): a controller that went away, not a blip."""
 
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
 # the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
@@ -84,6 +89,10 @@ class KernelCluster:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
             self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
+            for pattern in cluster_files(cluster.profile_dir, self.cluster_id):
+                self._reaper.remove(pattern)
+        # The hub's query connection; ipyparallel offers no public handle on it.
+        self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
@@ -125,16 +134,23 @@ class KernelCluster:
         return [e for e in self.client.ids if e not in self.retiring]
 
     def controller_death(self) -> str | None:
-        """What became of the controller this process started, once it is gone; else None."""
+        """What became of the cluster's controller, once it is gone; else None. Cheap: a
+        process check for the controller this process started, a look at the connection's
+        monitor for any (a cluster joined with `connect` too)."""
         process = getattr(self.cluster.controller, "process", None) if self.cluster else None
-        if process is None:
-            return None
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.Error:
-            pass
-        return f"the cluster's controller (pid {process.pid}) stopped"
+        if process is not None:
+            try:
+                gone = not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                gone = True
+            if gone:
+                return f"the cluster's controller (pid {process.pid}) stopped"
+        lost = self._controller_watch.lost_for()
+        if lost is not None and lost >= RECONNECT_GRACE_S:
+            where = self._controller_watch.endpoint
+            return (f"the controller of cluster {self.cluster_id!r} ({where}) went away: its "
+                    f"connection closed {lost:.1f} s ago and was not made again")
+        return None
 
     def refresh(self) -> dict[int, EngineInfo]:
         """Set up engines that joined since the last call, forget those that left."""
@@ -233,6 +249,15 @@ class KernelCluster:
                 return
         # An engine elsewhere: ask its nanny, which runs beside it.
         self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
+
+    def published(self, future: Any) -> dict:
+        """What the engine published (ipyparallel data messages) while it ran the request
+        behind `future`, as it has reached the client so far; works even when the engine died
+        before replying."""
+        msg_ids = getattr(future, "msg_ids", None) or []
+        if not msg_ids or msg_ids[0] not in self.client.metadata:
+            return {}
+        return dict(self.client.metadata[msg_ids[0]]["data"])
 
     def interrupt_engine(self, eid: int) -> None:
         """Raise KeyboardInterrupt in the task an engine is running."""
@@ -339,6 +364,7 @@ class KernelCluster:
         # A local cluster's engines stop now (those elsewhere remove their files as they
         # stop): only this host's files are left to remove. A connected one's engines stay.
         self.drop_shared(list(self._holdings), engines_too=self.cluster is None)
+        self._controller_watch.close()
         try:
             self.client.close()
         except Exception:
@@ -347,6 +373,7 @@ class KernelCluster:
             self.adapt(None)
             with self._lock:
                 _quiet_stop(self.cluster)
+                _on_cluster_loop(_remove_leftovers(self.cluster.profile_dir, self.cluster_id))
                 if self._reaper is not None:
                     self._reaper.close()
 
@@ -366,6 +393,7 @@ def start_local(n: int) -> KernelCluster:
     # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
     cluster = ipp.Cluster(n=0, delay=0,
                           controller_args=[*FAST_CONTROLLER_ARGS, *encryption_args(LOOPBACK)],
+                          cluster_id=new_cluster_id(),
                           controller_ip=LOOPBACK, log_level=logging.ERROR,
                           shutdown_atexit=False)
     try:
@@ -395,6 +423,15 @@ def _log_tail(cluster: ipp.Cluster, lines: int = 20) -> str:
             parts.append(f"--- {name} log (last lines) ---\n"
                          + "\n".join(text.strip().splitlines()[-lines:]))
     return "\n".join(parts)
+
+
+async def _remove_leftovers(profile_dir: str, cluster_id: str) -> None:
+    """Remove what ipyparallel leaves of a stopped cluster (its engine-state file, at least),
+    and of this toolkit's earlier clusters whose kernels are gone. A coroutine, run on the
+    cluster loop: ipyparallel removes a stopped process's log there too, and two removers
+    at once make it print "Failed to remove" (see `_on_cluster_loop`)."""
+    remove_files(cluster_files(profile_dir, cluster_id))
+    prune_dead(profile_dir)
 
 
 def _quiet_stop(cluster: ipp.Cluster) -> None:

@@ -4,18 +4,22 @@ A kernel killed outright runs no atexit hook, and its controller and engines wou
 So the kernel starts this small watcher in its own session and writes it the pid of each
 process it launches; when the pipe closes (the kernel stopped the cluster, exited or was
 killed), the watcher ends those processes and their children, removes the files it was
-told of (the cluster's shared values in /dev/shm), then exits.
+told of (the cluster's shared values in /dev/shm, its connection files and logs), then exits.
+
+The pipe carries one line per thing to clean up, its kind first: `<pid> <create time>` (a
+process to end) or `remove <glob>` (files to remove once the processes have ended).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
 from typing import IO
 
 import psutil
+
+from .files import remove_files
 
 TERMINATE_GRACE_S = 3.0
 
@@ -104,11 +108,7 @@ def main() -> None:
         else:
             watched.append((int(first), float(rest)))
     _reap(watched)
-    for path in (p for pattern in patterns for p in glob.glob(pattern)):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    remove_files(patterns)
 
 
 if __name__ == "__main__":

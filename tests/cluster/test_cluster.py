@@ -2,6 +2,9 @@
 
 import asyncio
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,16 +16,18 @@ from ipyparallel.cluster import launcher as launcher_module
 
 import pp_notebook as pp
 from pp_notebook.cluster import handle as handle_module
+from pp_notebook.cluster.files import CLUSTER_ID_PREFIX
 from pp_notebook.cluster.handle import start_local
 
 from helpers import pid_alive, wait_until
 
 
-def run_script(code: str, timeout: float = 120) -> dict:
+def run_script(code: str, timeout: float = 120, env: dict | None = None,
+               returncode: int = 0) -> dict:
     """Run a Python script in a fresh interpreter; it prints one JSON line last."""
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
+                          text=True, timeout=timeout, env=env)
+    assert done.returncode == returncode, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -132,6 +137,77 @@ def test_engines_and_controller_end_with_the_process_and_on_stop():
 
 
 
+_START_AND_LIST = """
+    import json, os, signal, pp_notebook as pp
+    from pathlib import Path
+    from pp_notebook import cluster
+    pp.start(1)
+    pp.map(abs, range(3)).result()
+    handle = cluster.current()
+    facts = {"cluster_id": handle.cluster_id, "pids": [e["pid"] for e in pp.status()["engines"]]
+             + [handle.controller_pid]}
+    def files():
+        profile = Path(handle.profile_dir)
+        return sorted(p.name for p in profile.glob("*/*") if handle.cluster_id in p.name)
+    facts["before"] = files()
+"""
+
+
+def test_a_killed_kernel_and_a_stop_leave_no_file_of_their_cluster_in_the_profile(tmp_path):
+    """A cluster's connection files, cluster file and logs (security/ and log/ of the profile)
+    go with it: after its kernel is SIGKILL'd (the reaper removes them) and after pp.stop(),
+    which also prunes what earlier clusters of this toolkit whose kernels are gone left. The
+    user's own clusters, ours whose kernel lives and other hosts' keep theirs. The scripts get
+    a profile of their own (IPYTHONDIR), so no other cluster's files are in play."""
+    profile = tmp_path / "ipython" / "profile_default"
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+
+    def files_of(cluster_id):
+        return sorted(p.name for p in profile.glob("*/*") if cluster_id in p.name)
+
+    killed = run_script(_START_AND_LIST + """
+    print(json.dumps(facts), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """, env=env, returncode=-signal.SIGKILL)
+    cluster_id = killed["cluster_id"]
+    assert cluster_id.startswith(CLUSTER_ID_PREFIX)
+    assert {f"ipcontroller-{cluster_id}-client.json", f"ipcontroller-{cluster_id}-engine.json",
+            f"cluster-{cluster_id}.json"} <= set(killed["before"]), killed["before"]
+    assert any(name.startswith(f"ipengine-{cluster_id}") for name in killed["before"])
+    assert wait_until(lambda: not any(pid_alive(p) for p in killed["pids"]), 20)
+    assert wait_until(lambda: not files_of(cluster_id), 20), files_of(cluster_id)
+
+    host = socket.gethostname()
+    stale = f"{CLUSTER_ID_PREFIX}{host}-{_dead_pid()}-abcdef"  # ours, its kernel gone
+    alive_ours = f"{CLUSTER_ID_PREFIX}{host}-{os.getpid()}-123456"
+    elsewhere = f"{CLUSTER_ID_PREFIX}other-host-{_dead_pid()}-abcdef"  # a shared home folder
+    users = "1796050170-abcd"  # ipyparallel's own style of id: the user's cluster
+    planted = {cluster: [profile / "security" / f"ipcontroller-{cluster}-client.json",
+                         profile / "log" / f"engines{cluster}.json",
+                         profile / "log" / f"ipengine-{cluster}-1796050170-0.log"]
+               for cluster in (stale, alive_ours, elsewhere, users)}
+    for path in (p for paths in planted.values() for p in paths):
+        path.write_text("{}")
+    stopped = run_script(_START_AND_LIST + """
+    pp.stop()
+    facts["after"] = files()
+    print(json.dumps(facts), flush=True)
+    """, env=env)
+    assert f"ipcontroller-{stopped['cluster_id']}-client.json" in stopped["before"]
+    assert stopped["after"] == []
+    assert not files_of(stopped["cluster_id"])
+    assert not files_of(stale)
+    assert all(path.exists() for path in planted[alive_ours] + planted[elsewhere]
+               + planted[users])
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
 # ipyparallel's LocalProcessLauncher.get_output checks os.path.isfile(log), then removes it:
 # this makes the gap 0.2 s, so two removers at once collide every time (not 1 stop in 9).
 _SLOW_ISFILE = """
@@ -155,11 +231,15 @@ SLOW_OS = Proxy(os, path=Proxy(os.path, isfile=slow_isfile))
 """
 
 
-def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog):
+def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, caplog,
+                                                          tmp_path):
     """ipyparallel removes a process's log file twice: when the cluster is stopped, and when
     the launcher hears of the exit, on the loop it was started on. Started from a notebook
     cell (a loop runs) and stopped where none runs (the kernel's exit, a run's thread), the two
-    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log"."""
+    ran at once on two threads and one printed "Failed to remove …/ipcontroller-….log".
+    The clusters get a profile of their own: in the shared one, other processes' clean-ups
+    removed these logs mid-stop too (1 stop in 2 failed; never in its own profile)."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     slow = {}
     exec(_SLOW_ISFILE, slow)
     monkeypatch.setattr(launcher_module, "os", slow["SLOW_OS"])

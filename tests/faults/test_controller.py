@@ -1,25 +1,37 @@
-"""The controller killed (SIGKILL) in the middle of a run, on a cluster of its own: the run
-ends soon with a clear error on what had not finished, and keeps every finished result."""
+"""The controller killed (SIGKILL) in the middle of a run, on a cluster of its own or on one
+started elsewhere and joined with `connect`: the run ends soon with a clear error on what had
+not finished, and keeps every finished result."""
 
 import os
 import signal
 import sys
+import threading
 import time
 
 import cloudpickle
+import ipyparallel as ipp
 import psutil
 import pytest
 
+import pp_notebook as pp
+from pp_notebook import cluster as cluster_module
+from pp_notebook.cluster.files import cluster_files, remove_files
+from pp_notebook.cluster.handle import FAST_CONTROLLER_ARGS
 from pp_notebook.errors import ClusterError
+from pp_notebook.magic import cluster_status_text
 from pp_notebook.options import RunOptions
 from pp_notebook.run import Run
 
-from .helpers import alive, dedicated_cluster
+from .helpers import alive, dedicated_cluster, kill_all, process_tree
 from helpers import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
 TASKS = 40
+LONG_RUN_TASKS = 120
+"""Enough work left at the kill (about 11 s on 2 engines) that a run which did not notice the
+controller's death would outlast the 5 s it has: a killed controller's schedulers live on and
+still pass tasks to the engines, though no engine's death would be reported any more."""
 
 
 def triple(x):
@@ -83,3 +95,89 @@ def test_no_process_of_the_cluster_outlives_its_shutdown(controller_killed):
     """The controller's scheduler processes are re-parented to init when it is killed: the
     shutdown must still end them (and the engines and their nannies)."""
     assert controller_killed["leftovers"] == []
+
+
+@pytest.fixture(scope="module")
+def connected_controller_killed(request, fault_figures):
+    """A cluster started apart (its controller and engines are not this process's handle's:
+    it knows no pid of theirs), joined with `pp.connect`; its controller is killed mid-run.
+    The session's cluster is set aside meanwhile, and every process of the foreign cluster is
+    ended at the end (its schedulers outlive a killed controller)."""
+    cluster_id = f"pp-test-controller-{os.getpid()}"
+    foreign = ipp.Cluster(n=2, cluster_id=cluster_id, delay=0, log_level=40,
+                          controller_args=list(FAST_CONTROLLER_ARGS))
+    processes: list[psutil.Process] = []
+    saved = cluster_module.swap(None)  # connect() would stop the session's cluster
+
+    def finish():
+        mine = cluster_module.swap(saved)
+        if mine is not None:
+            mine.shutdown()
+        try:
+            foreign.stop_cluster_sync()
+        except Exception:  # its controller is dead: the engines' launchers still stop
+            pass
+        psutil.wait_procs(alive(processes), timeout=10)
+        kill_all(processes)
+        remove_files(cluster_files(foreign.profile_dir, cluster_id))  # a killed one leaves them
+
+    request.addfinalizer(finish)
+    foreign.start_cluster_sync()
+    foreign.connect_client_sync().wait_for_engines(2, timeout=60)
+    pp.connect(cluster_id=cluster_id)
+    handle = cluster_module.current(start_if_missing=False)
+    assert not handle.owned and handle.controller_pid is None
+    processes += process_tree(foreign.controller.process.pid)
+    processes += [p for info in handle.engines.values() for p in process_tree(info.pid)]
+    run = Run(triple, range(LONG_RUN_TASKS), RunOptions()).start(handle)
+    assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 6, 60)
+    os.kill(foreign.controller.process.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    finished = {r.task: r.value for r in run.records if r.status == "ok"}
+    ended = run.wait(60)
+    ended_s = time.monotonic() - killed
+    try:
+        cluster_module.current(start_if_missing=False)
+        refused = None
+    except ClusterError as exc:
+        refused = str(exc)
+    statuses: list[dict] = []  # pp.status() must answer: a dead controller answers no query
+    asking = threading.Thread(target=lambda: statuses.append(pp.status()), daemon=True)
+    asking.start()
+    asking.join(10)
+    fault_figures("connected controller SIGKILL mid-run", ended_s if ended else None,
+                  sum(run.records[t].status != "ok" for t in finished),
+                  f"{len(finished)} finished before, {run.snapshot().counts.get('lost', 0)} lost")
+    return {"run": run, "finished": finished, "ended": ended, "ended_s": ended_s,
+            "cluster_id": cluster_id, "refused": refused, "statuses": statuses}
+
+
+def test_a_connected_clusters_dead_controller_ends_the_run_within_5_s(
+        connected_controller_killed):
+    facts = connected_controller_killed
+    run, finished = facts["run"], facts["finished"]
+    assert facts["ended"] and facts["ended_s"] < 5, facts["ended_s"]
+    assert len(finished) >= 6
+    for task, value in finished.items():
+        assert run.records[task].status == "ok" and run.records[task].value == value
+    lost = [r for r in run.records if r.status != "ok"]
+    assert lost and all(r.status == "lost" for r in lost)
+    for record in lost:
+        assert record.error_type == "RunStopped"
+        assert f"controller of cluster {facts['cluster_id']!r}" in record.error
+        assert "went away" in record.error and "pp_notebook.connect()" in record.error
+    assert isinstance(run.failure, ClusterError)
+
+
+def test_a_connected_cluster_whose_controller_died_is_refused_not_replaced(
+        connected_controller_killed):
+    refused = connected_controller_killed["refused"]
+    assert refused is not None and "went away" in refused and "pp_notebook.start()" in refused
+
+
+def test_status_says_a_connected_clusters_controller_went_away(connected_controller_killed):
+    statuses = connected_controller_killed["statuses"]
+    assert statuses, "pp.status() did not answer within 10 s"
+    assert statuses[0]["running"] is False and "went away" in statuses[0]["lost"]
+    text = cluster_status_text(statuses[0])
+    assert "went away" in text and "%pp connect" in text and "%pp start" in text

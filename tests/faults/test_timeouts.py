@@ -67,3 +67,26 @@ def test_a_task_that_blocks_the_timeout_signal_has_its_engine_replaced(cluster, 
     assert statuses.count("ok") == 7
     assert wait_until(lambda: len(cluster.live_ids()) == 2, 30)
     assert set(cluster.live_ids()) != before  # a new engine stands in for the ended one
+
+
+def test_a_thread_blocked_past_its_timeout_costs_one_engine_and_charges_only_its_item(
+        cluster, fault_figures):
+    """With concurrency=2 a batch runs two items at once: the engine names the one whose
+    thread is blocked (in C, where no exception reaches it) past its limit, so the engine the
+    client ends is charged to that item alone, and the others run again uncharged."""
+    before = set(cluster.live_ids())
+    run = pp.map(lambda x: slow_unless(x, 1, "sleep"), range(12), timeout=1.0, concurrency=2)
+    assert run.wait(60)
+    statuses = [r.status for r in run.records]
+    dead = [e.id for e in run.snapshot().engines if e.state == "dead"]
+    fault_figures("timeout 1 s (thread blocked, concurrency 2)", run.records[1].duration_s - 1.0,
+                  sum(s != "ok" for i, s in enumerate(statuses) if i != 1),
+                  f"{len(dead)} engine(s) ended")
+    assert statuses[1] == "timeout", run.records[1]
+    assert "ended and replaced" in run.records[1].error
+    assert run.records[1].attempts == 1
+    assert statuses.count("ok") == 11
+    assert [r.value for r in run.records if r.task != 1] == [x for x in range(12) if x != 1]
+    assert all(r.attempts == 1 for r in run.records), [r.attempts for r in run.records]
+    assert len(dead) == 1, dead
+    assert len(before - set(cluster.live_ids())) == 1
