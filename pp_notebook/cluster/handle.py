@@ -35,7 +35,7 @@ from ..snapshot import NotGranted
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .launchers import LAUNCHERS, Launcher, job_state
-from .reaper import Reaper
+from .reaper import SCANCEL_TIMEOUT_S, Reaper
 from .transport import controller_address, encryption_args
 
 CLIENT_HOST = socket.gethostname()
@@ -461,9 +461,17 @@ class KernelCluster:
             with self._lock:
                 _quiet_stop(self.cluster)
                 if self.jobs:  # jobs whose engine set did not stop (one ended already)
-                    subprocess.run(["scancel", *sorted(self.jobs)], capture_output=True)
+                    _cancel(sorted(self.jobs))
                 if self._reaper is not None:
                     self._reaper.close()
+
+
+def _cancel(jobs: list[str]) -> None:
+    """`scancel` the jobs, within SCANCEL_TIMEOUT_S (it retries while slurmctld is away)."""
+    try:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=SCANCEL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        log.warning("pp_notebook: could not cancel the Slurm jobs %s", " ".join(jobs))
 
 
 def _launchers(engine_set: Any) -> list:

@@ -19,6 +19,8 @@ from typing import IO
 import psutil
 
 TERMINATE_GRACE_S = 3.0
+SCANCEL_TIMEOUT_S = 60.0
+"""scancel retries while slurmctld does not answer: the watcher still ends the processes."""
 
 
 class Reaper:
@@ -114,7 +116,11 @@ def main() -> None:
         else:
             watched.append((int(first), float(rest)))
     if jobs:  # ended jobs make scancel complain: it still cancels the others
-        subprocess.run(["scancel", *jobs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            subprocess.run(["scancel", *jobs], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=SCANCEL_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):  # no scancel here, or no slurmctld
+            pass
     _reap(watched)
     for path in (p for pattern in patterns for p in glob.glob(pattern)):
         try:
