@@ -122,12 +122,16 @@ class OneNodeSlurm:
                              self.root.glob("*.log")))
 
     def stop(self) -> list[str]:
-        """Cancel every job, stop the daemons, then end any process still carrying this
-        SLURM_CONF; returns what had to be ended that way (should be nothing)."""
+        """Cancel every job, give the other processes of this Slurm (a stopped cluster's
+        reaper still cancelling) time to end, stop the daemons, then end any process still
+        carrying this SLURM_CONF; returns what had to be ended that way (should be nothing)."""
         jobs = list(self.jobs()) if self._daemons else []
         if jobs:
             self.command("scancel", *jobs)
             wait_until(lambda: not self.jobs(), 20, interval=0.2)
+        daemons = {daemon.pid for daemon in self._daemons}
+        wait_until(lambda: not [p for p in self._processes() if p.pid not in daemons], 10,
+                   interval=0.1)
         for daemon in reversed(self._daemons):
             daemon.terminate()
         for daemon in self._daemons:
@@ -142,12 +146,10 @@ class OneNodeSlurm:
         """Processes with this SLURM_CONF (job steps, engines) that outlived the daemons:
         ended now, by pid and start time; what they were."""
         found, described = [], []
-        for process in psutil.process_iter():
+        for process in self._processes():
             try:
-                if process.environ().get("SLURM_CONF") == str(self.conf) \
-                        and process.pid != os.getpid():
-                    described.append(f"{process.pid} {' '.join(process.cmdline())}")
-                    found.append(process)
+                described.append(f"{process.pid} {' '.join(process.cmdline())}")
+                found.append(process)
             except psutil.Error:
                 continue
         for process in found:
@@ -157,3 +159,15 @@ class OneNodeSlurm:
                 pass
         psutil.wait_procs(found, timeout=5)
         return described
+
+    def _processes(self) -> list[psutil.Process]:
+        """Every process but this one whose environment holds this SLURM_CONF."""
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.pid != os.getpid() and \
+                        process.environ().get("SLURM_CONF") == str(self.conf):
+                    found.append(process)
+            except psutil.Error:
+                continue
+        return found
