@@ -267,7 +267,7 @@ class KernelCluster:
                 return
             time.sleep(0.01)
 
-    # -- changing the engines (local clusters only) -------------------------------------
+    # -- changing the engines (clusters this process started) -----------------------------
 
     def add_engines(self, n: int, wait: bool = True) -> None:
         """Start `n` more engines through the cluster's launcher, each its own engine set
