@@ -101,11 +101,13 @@ _deadlines_lock = threading.Lock()
 
 
 def engine_info(segment_prefix: str = "pp_notebook") -> dict:
-    """Facts about this engine, asked once when it joins; it learns the prefix of its
-    cluster's shared-value files (one cluster's files are never another's)."""
+    """Facts about this engine, asked once when it joins (its scheduler job, if Slurm started
+    it); it learns the prefix of its cluster's shared-value files (one cluster's files are
+    never another's)."""
     global _segment_prefix
     _segment_prefix = segment_prefix
-    return {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.version.split()[0]}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "python": sys.version.split()[0],
+            "job": os.environ.get("SLURM_JOB_ID")}
 
 
 def leftovers() -> dict:

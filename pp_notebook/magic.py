@@ -24,6 +24,7 @@ from traitlets import Unicode, default
 
 from . import api, cluster
 from .cell import compile_cell, evaluate_iterable, header_labels, parse_header
+from .cluster.launchers import LAUNCHERS, OPTIONS
 from .errors import CellError, ClusterError, RunFailed, RunInterrupted
 from .options import RunOptions, count, count_or_auto, flag, number, seconds
 from .run import Run
@@ -51,6 +52,14 @@ def _run_options(magic: Any) -> Any:
             magic = argument(flag(option.name), action="store_true", help=help)(magic)
         else:
             magic = argument(flag(option.name), metavar=meta["metavar"], help=help)(magic)
+    return magic
+
+
+def _launcher_options(magic: Any) -> Any:
+    """One `%pp start` argument per launcher option (`--partition`, `--hosts`, ...): the
+    options are declared once, in cluster/launchers.py."""
+    for name, option in reversed(OPTIONS.items()):
+        magic = argument(flag(name), metavar=name.split("_")[0].upper(), help=option.help)(magic)
     return magic
 
 
@@ -211,6 +220,17 @@ class ParallelMagics(Magics):
                    "connect: a cluster started elsewhere; scale N|auto")
     @argument("engines", nargs="?",
               help="start, scale: the number of engines, or auto to follow the work")
+    @argument("--launcher", choices=list(LAUNCHERS),
+              help="start: what starts the engines (default local)")
+    @_launcher_options
+    @argument("--controller-ip", metavar="ADDR",
+              help="start: the IP, host name or interface the engines reach the controller "
+                   "at (default: loopback for local, this host's name otherwise)")
+    @argument("--encrypt", choices=["yes", "no"],
+              help="start: CurveZMQ (default: yes beyond loopback, no on it)")
+    @argument("--register-timeout", metavar="S",
+              help="start: seconds an engine (a job) may take to register before it is "
+                   "given up (default 120)")
     @argument("--min", metavar="N", help="auto: engines kept when idle (default 1)")
     @argument("--max", metavar="N", help="auto: most engines (default: CPU count)")
     @argument("--idle", metavar="S",
@@ -247,6 +267,10 @@ class ParallelMagics(Magics):
         connecting = args.connection_file or args.cluster_id or args.profile != "default"
         if connecting and args.command != "connect":
             raise UsageError("--profile, --cluster-id and --file go with `%pp connect`")
+        starting = _start_options(args)
+        if starting and args.command != "start":
+            raise UsageError(f"{', '.join(flag(name) for name in starting)} go with "
+                             "`%pp start`, e.g. `%pp start 4 --launcher slurm --partition P`")
         try:
             if args.command == "stop":
                 before = cluster.status()
@@ -254,7 +278,7 @@ class ParallelMagics(Magics):
                 print(_stop_text(before))
                 return
             if args.command == "start":
-                state = cluster.start(engines, **adaptive)
+                state = cluster.start(engines, **adaptive, **starting)
             elif args.command == "connect":
                 state = cluster.connect(args.cluster_id, args.profile,
                                         connection_file=args.connection_file)
@@ -266,6 +290,19 @@ class ParallelMagics(Magics):
         except (ClusterError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         print(cluster_status_text(state))
+
+
+def _start_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`%pp start`'s launcher and cluster options that were given, as `cluster.start` takes
+    them."""
+    given = {name: getattr(args, name) for name in ("launcher", "controller_ip", *OPTIONS)
+             if getattr(args, name) is not None}
+    if args.encrypt is not None:
+        given["encrypt"] = args.encrypt == "yes"
+    if args.register_timeout is not None:
+        given["register_timeout"] = seconds(number(args.register_timeout),
+                                            "--register-timeout")
+    return given
 
 
 def _wait(run: Run) -> bool:
@@ -313,13 +350,17 @@ def cluster_status_text(state: dict) -> str:
                     + ("" if state["local"] else ", or `%pp connect` to this one once it is back"))
         return "no cluster is running: `%pp start [N]` starts a local one"
     engines = state["engines"]
-    kind = "local" if state["local"] else "connected"
+    kind = (state.get("launcher") or "local") if state["local"] else "connected"
     plural = "s" if len(engines) != 1 else ""
     adaptive = state.get("adaptive")
     follows = (f", adaptive {adaptive['min_engines']}–{adaptive['max_engines']}"
                if adaptive else "")
     lines = [f"cluster {state['cluster_id']} ({kind}{follows}): {len(engines)} engine{plural}"]
-    lines += [f"  engine {e['id']}: {e['state']}, pid {e['pid']} on {e['host']}" for e in engines]
+    lines += [f"  engine {e['id']}: {e['state']}, pid {e['pid']} on {e['host']}"
+              + (f", job {e['job']}" if e.get("job") else "") for e in engines]
+    if state.get("waiting"):
+        lines.append(f"  {state['waiting']} more starting")
+    lines += [f"  not granted: {one['reason']}" for one in state.get("not_granted", ())]
     return "\n".join(lines)
 
 

@@ -101,6 +101,7 @@ class _EngineState:
     left: bool = False  # stopped on purpose (scale down, adaptive): not a failure
     host: str | None = None  # kept once known: a dead engine's facts leave the cluster's list
     pid: int | None = None
+    job: str | None = None
 
 
 class Run:
@@ -321,7 +322,8 @@ class Run:
             failures=tuple(self._failures), first_rows=self._first_rows(),
             latest_rows=tuple(self._preview(i) for i in list(self._latest)),
             shipping=Shipping(len(self._payload), sent, len(self._engines),
-                              self.shipments(), self._shipping_now))
+                              self.shipments(), self._shipping_now),
+            not_granted=tuple(self._cluster.not_granted) if self._cluster is not None else ())
 
     def _engine_snapshots(self) -> tuple[EngineSnapshot, ...]:
         """Each engine's state and running task: what views and the autoscaler see."""
@@ -332,7 +334,7 @@ class Run:
         for state in list(self._engines.values()):
             info = infos.get(state.id)
             if info is not None and info.pid is not None:
-                state.host, state.pid = info.host, info.pid
+                state.host, state.pid, state.job = info.host, info.pid, info.job
             running = state.inflight[0] if state.inflight else None
             label: EngineState
             if state.dead:
@@ -344,7 +346,7 @@ class Run:
             else:
                 label = "busy" if running is not None else "idle"
             engines.append(EngineSnapshot(
-                id=state.id, host=state.host, pid=state.pid,
+                id=state.id, host=state.host, pid=state.pid, job=state.job,
                 state=label, done=state.done, failed=state.failed, busy_s=state.busy_s,
                 running_task=running.indices[0] if running is not None else None,
                 running_for_s=(now - running.started) if running is not None
@@ -418,6 +420,9 @@ class Run:
         cluster = self._started_cluster
         deadline = time.monotonic() + REPLACEMENT_WAIT_S
         while len(cluster.live_ids()) < self._peak_engines and time.monotonic() < deadline:
+            cluster.refresh()
+            if not cluster.waiting():
+                break  # none is coming: those asked for were given up
             time.sleep(0.05)
         cluster.wait_for_info(max(0.0, deadline - time.monotonic()))
 
@@ -437,10 +442,15 @@ class Run:
         self._peak_engines = max(self._peak_engines, len(alive))
         if alive:
             self._no_engines_since = None
-        elif self._no_engines_since is None:
+            return
+        if self._no_engines_since is None:
             self._no_engines_since = time.monotonic()
-        elif time.monotonic() - self._no_engines_since > NO_ENGINE_GRACE_S:
-            self._end_remaining("lost", f"no engine was alive for {NO_ENGINE_GRACE_S:g} s; "
+        # None will come when every one asked for was given up (and no autoscaler asks again)
+        hopeless = cluster.owned and cluster.not_granted and not cluster.waiting() \
+            and cluster.autoscaler is None
+        if hopeless or time.monotonic() - self._no_engines_since > NO_ENGINE_GRACE_S:
+            why = f": {cluster.not_granted[-1].reason}" if cluster.not_granted else ""
+            self._end_remaining("lost", f"no engine is left and none could be started{why}; "
                                         "check pp_notebook.status() and restart the cluster")
 
     def _check_controller(self) -> None:

@@ -1,5 +1,5 @@
-"""Immutable pictures of a run, the only thing views read: counts, engines, timeline marks,
-recent failures, a preview of results and the shipping progress.
+"""Immutable pictures of a run, the only thing views read: counts, engines (and those not
+granted), timeline marks, recent failures, a preview of results and the shipping progress.
 
 A leaf module (no imports from the package), so that the run, the summary and every view can
 share these types without importing one another. Each field is bounded: a snapshot costs the
@@ -33,6 +33,16 @@ class EngineSnapshot:
     running_for_s: float | None
     running_item: str | None = None  # the running task's item, as a short plain repr
     job: str | None = None  # the scheduler's job id, where a scheduler started it
+
+
+@dataclass(frozen=True)
+class NotGranted:
+    """An engine given up on: it did not register within the cluster's deadline (with a
+    scheduler: its job stayed pending, and was cancelled), or it could not be started."""
+
+    job: str | None
+    reason: str
+    waited_s: float
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,7 @@ class RunSnapshot:
     first_rows: tuple[PreviewRow, ...] = ()
     latest_rows: tuple[PreviewRow, ...] = ()
     shipping: Shipping = field(default_factory=Shipping)
+    not_granted: tuple[NotGranted, ...] = ()
 
     @property
     def finished(self) -> int:

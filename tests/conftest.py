@@ -21,6 +21,18 @@ def session_cluster():
 
 
 @pytest.fixture
+def own_cluster():
+    """For a test that starts a cluster of its own (another launcher): the session's cluster,
+    if any, is set aside meanwhile; the test's is stopped at the end, even on failure."""
+    previous = pp.cluster.swap(None)
+    try:
+        yield
+    finally:
+        pp.stop()
+        pp.cluster.swap(previous)
+
+
+@pytest.fixture
 def cluster(session_cluster):
     """The session's cluster with exactly 2 live, answering engines before each test.
 

@@ -129,19 +129,22 @@ function drawHistogram(histogram) {
   return chart;
 }
 
-const ENGINE_COLUMNS = [["id", "engine"], ["host", "host"], ["state", "state"],
+const ENGINE_COLUMNS = [["id", "engine"], ["host", "host"], ["job", "job"], ["state", "state"],
                         ["done", "done"], ["failed", "failed"], ["load", "load"],
                         ["running", "running"], ["for", "for"], ["cpu", "CPU"],
                         ["memory", "memory"]];
 
 function drawEngines(engines, selected, pick) {
+  // the job column only where a scheduler started engines
+  const columns = ENGINE_COLUMNS.filter(([key]) => key !== "job" || engines.some(row => row.job));
   return html("table", {class: "ppnb-engines"},
-    html("thead", {}, html("tr", {}, ENGINE_COLUMNS.map(([, name]) => html("th", {}, name)))),
+    html("thead", {}, html("tr", {}, columns.map(([, name]) => html("th", {}, name)))),
     html("tbody", {}, engines.map(row => html("tr", {
       class: row.id === selected ? "selected" : null, "data-engine": row.id,
       title: "click: highlight this engine's tasks", onclick: () => pick(row.id)},
-      ENGINE_COLUMNS.map(([key]) => html("td", {class: `c-${key}`},
-        key === "state" ? [html("span", {class: `dot e-${row.state}`}), row.state]
+      columns.map(([key]) => html("td", {class: `c-${key}`},
+        key === "state" ? [html("span", {class: `dot e-${row.state.replace(" ", "-")}`}),
+                           row.state]
                         : key === "failed" && row.failed ? html("b", {}, row.failed)
                         : row[key]))))));
 }

@@ -1,7 +1,8 @@
 """The kernel's one ipyparallel cluster: start or connect on first use, scale, stop, status.
 
-`handle.py` holds the connected cluster itself, `autoscale.py` the adaptive engine count and
-`reaper.py` the watcher that ends a killed kernel's cluster.
+`handle.py` holds the connected cluster itself, `launchers.py` the ways to start engines
+(local, slurm, mpi, ssh), `transport.py` where the controller listens, `autoscale.py` the
+adaptive engine count and `reaper.py` the watcher that ends a killed kernel's cluster.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import atexit
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import ipyparallel as ipp
 
 from ..errors import ClusterError
-from .handle import KernelCluster, start_local
+from .handle import REGISTER_TIMEOUT_S, KernelCluster, start_cluster
+from .launchers import LAUNCHERS, launcher_for
 
-__all__ = ["ClusterError", "KernelCluster", "connect", "current", "current_or_none", "scale",
-           "start", "status", "stop", "swap"]
+__all__ = ["LAUNCHERS", "ClusterError", "KernelCluster", "connect", "current",
+           "current_or_none", "scale", "start", "status", "stop", "swap"]
 
 # -- the kernel's one cluster -----------------------------------------------------------
 
@@ -25,17 +28,29 @@ _current: KernelCluster | None = None
 _current_lock = threading.Lock()
 
 
-def start(engines: int | str | None = None, *, min_engines: int = 1,
-          max_engines: int | None = None, idle_timeout: float = 30.0) -> dict:
-    """Start the kernel's local cluster with `engines` engines (default: the CPU count).
+def start(engines: int | str | None = None, *, launcher: str | None = None,
+          controller_ip: str | None = None, encrypt: bool | None = None,
+          register_timeout: float = REGISTER_TIMEOUT_S, min_engines: int = 1,
+          max_engines: int | None = None, idle_timeout: float = 30.0,
+          **launcher_options: Any) -> dict:
+    """Start the kernel's cluster with `engines` engines (default: the CPU count).
 
-    `engines="auto"` starts `min_engines` and follows the work: an engine is added while
-    items wait, every engine is busy and a core is free, up to `max_engines` (default: the
-    CPU count); an engine idle for `idle_timeout` s leaves, down to `min_engines`.
-    When a cluster is already running, a local one is scaled (or made adaptive) instead;
-    the running cluster is reused either way. Returns `status()`.
+    `launcher` starts the engines: "local" (the default), "slurm" (one job per engine;
+    options `partition`, `time`, `account`, `qos`), "mpi" (`mpi_args`) or "ssh" (`hosts`).
+    Engines elsewhere reach the controller at `controller_ip` (an IP, host name or interface;
+    default: this host's name), CurveZMQ-encrypted unless `encrypt=False`; a local cluster
+    listens on loopback. An engine not registered within `register_timeout` s (a job still
+    pending) is given up: cancelled and listed in `status()["not_granted"]`.
+
+    `engines="auto"` starts `min_engines` and follows the work: engines are added while
+    items wait and every engine is busy (locally: while a core is free; with a scheduler: a
+    job per waiting item), up to `max_engines` (default: the CPU count); an engine idle for
+    `idle_timeout` s leaves (its job is cancelled), down to `min_engines`.
+    When a cluster is already running, it is scaled (or made adaptive) instead and reused.
+    Returns `status()`.
     """
     global _current
+    chosen = launcher_for(launcher or "local", launcher_options)
     limits: tuple[int, int, float] | None = None
     if isinstance(engines, str):
         limits = _adaptive_limits(engines, min_engines, max_engines, idle_timeout)
@@ -48,8 +63,12 @@ def start(engines: int | str | None = None, *, min_engines: int = 1,
         if _current is not None and _current.controller_death() is not None:
             _current.shutdown()  # its controller died: start afresh
             _current = None
+        if _current is not None and launcher is not None and _current.launcher is not chosen:
+            raise ClusterError(f"a {_current.launcher.name} cluster is running: stop it "
+                               f"(pp_notebook.stop()) before starting a {launcher} one")
         if _current is None:
-            _current = start_local(n)
+            _current = start_cluster(n, chosen, launcher_options, controller_ip=controller_ip,
+                                     encrypt=encrypt, register_timeout=register_timeout)
         elif limits is None and engines is not None and _current.owned \
                 and len(_current.live_ids()) != n:
             _current.scale(n)
@@ -149,8 +168,9 @@ def scale(engines: int | str, *, min_engines: int = 1, max_engines: int | None =
 
 
 def status() -> dict:
-    """The cluster's id and its live engines (id, host, pid, state), or `running: False`
-    (with `lost`: what became of the controller of the cluster still set)."""
+    """The cluster's id, launcher and live engines (id, host, pid, state, scheduler job),
+    the engines given up on (`not_granted`), or `running: False` (with `lost`: what became
+    of the controller of the cluster still set)."""
     handle = _current
     if handle is None:
         return {"running": False, "cluster_id": None, "engines": []}
@@ -168,10 +188,12 @@ def status() -> dict:
         info, queue = infos[eid], queues.get(eid, {})
         busy = queue.get("queue", 0) + queue.get("tasks", 0) > 0
         engines.append({"id": eid, "host": info.host, "pid": info.pid,
-                        "state": "busy" if busy else "idle"})
+                        "state": "busy" if busy else "idle", "job": info.job})
     adaptive = handle.autoscaler.settings() if handle.autoscaler is not None else None
     return {"running": True, "cluster_id": handle.cluster_id, "local": handle.owned,
-            "engines": engines, "adaptive": adaptive}
+            "launcher": handle.launcher.name if handle.owned else None,
+            "engines": engines, "adaptive": adaptive, "waiting": handle.waiting(),
+            "not_granted": [vars(one) for one in handle.not_granted]}
 
 
 def _stop_at_exit() -> None:

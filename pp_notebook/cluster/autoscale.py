@@ -1,11 +1,12 @@
-"""Adaptive engines: a local cluster grows while work waits and CPU is free, and shrinks
-back when engines stay idle.
+"""Adaptive engines: a cluster grows while work waits, and shrinks back when engines stay
+idle.
 
 One thread looks twice a second at the work's demand (items not yet sent, each engine's
-state: handed in by the running Run through its cluster, never read from the Run itself) and
-at the machine's free CPU. It starts one engine at a time, and retires an
-engine idle longer than `idle_timeout`: runs stop sending it work first, so no task is ever
-stopped halfway.
+state: handed in by the running Run through its cluster, never read from the Run itself).
+A local cluster starts one engine at a time while a core of this machine is free; a
+scheduler's cluster submits a job per waiting item beyond those already pending (the queue
+decides where they run). An engine idle longer than `idle_timeout` is retired (its job
+cancelled): runs stop sending it work first, so no task is ever stopped halfway.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ class Autoscaler:
         self.min_engines, self.max_engines = min_engines, max_engines
         self.idle_timeout = idle_timeout
         self._idle_since: dict[int, float] = {}
-        self._growing_from: int | None = None  # engine count when the last engine was asked for
         self._stop = threading.Event()
         psutil.cpu_percent(None)  # the first call only starts the measurement
         self._thread = threading.Thread(target=self._loop, name="pp_notebook-autoscale",
@@ -75,7 +75,8 @@ class Autoscaler:
         """Decide once: start an engine, retire one, or do nothing."""
         handle = self.handle
         free_cores = _free_cores()  # measured over the last tick
-        live = handle.live_ids()
+        handle.refresh()  # engines that joined, and those given up
+        live, waiting = handle.live_ids(), handle.waiting()
         demand = self.demand()
         states = demand.engine_states if demand is not None else {}
         now = time.monotonic()
@@ -84,15 +85,16 @@ class Autoscaler:
                 self._idle_since.setdefault(eid, now)
             else:
                 self._idle_since.pop(eid, None)
-        if self._growing_from is not None and len(live) <= self._growing_from:
-            return  # an engine is still starting: one at a time
-        self._growing_from = None
-        if len(live) < self.min_engines or (
-                demand is not None and demand.queued and len(live) < self.max_engines
-                and all(states.get(eid) in ("busy", "starting") for eid in live)
-                and free_cores >= FREE_CPU_TO_GROW):
-            self._growing_from = len(live)
-            handle.add_engines(1, wait=False)
+        grow = self.min_engines - len(live) - waiting
+        if grow <= 0 and demand is not None and demand.queued \
+                and all(states.get(eid) in ("busy", "starting") for eid in live):
+            room = self.max_engines - len(live) - waiting
+            if handle.launcher.scheduler:
+                grow = min(room, demand.queued - waiting)
+            elif not waiting and free_cores >= FREE_CPU_TO_GROW:  # locally: one at a time
+                grow = min(room, 1)
+        if grow > 0:
+            handle.add_engines(grow, wait=False)
             return
         idle = [e for e in live if now - self._idle_since.get(e, now) > self.idle_timeout]
         if idle and len(live) > self.min_engines:

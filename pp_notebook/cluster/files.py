@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import secrets
+import shutil
 import socket
 
 import psutil
@@ -40,14 +41,19 @@ def cluster_files(profile_dir: str, cluster_id: str) -> list[str]:
             os.path.join(security, f"cluster-{cluster_id}.json"),
             os.path.join(log, f"ipcontroller-{cluster_id}-*.log"),
             os.path.join(log, f"ipengine-{cluster_id}-*.log"),
-            os.path.join(log, f"engines{cluster_id}.json")]
+            os.path.join(log, f"engines{cluster_id}.json"),
+            os.path.join(log, f"ipengine-{cluster_id}")]  # a scheduler's batch scripts
 
 
 def remove_files(patterns: list[str]) -> None:
-    """Remove the files that match the glob `patterns` (those gone already are no matter)."""
+    """Remove the files and folders that match the glob `patterns` (those gone already are
+    no matter)."""
     for path in (p for pattern in patterns for p in glob.glob(pattern)):
         try:
-            os.unlink(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
         except OSError:
             pass
 

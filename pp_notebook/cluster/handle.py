@@ -1,10 +1,12 @@
 """One connected cluster: its client, its engines' facts, and (when this process started it)
 the `ipp.Cluster` that adds, stops and replaces engines.
 
-A local cluster is started with settings measured to come up in about 2 s on 2 cores
-(DESIGN.md): no launcher delay, a 500 ms heartbeat, and no results database. Each local
-engine is its own engine set, so a single engine can be stopped or replaced without touching
-the others.
+A cluster is started with settings measured to come up in about 2 s on 2 cores (DESIGN.md):
+no launcher delay, a 500 ms heartbeat, and no results database. Each engine is its own
+engine set (with a scheduler, its own job), so a single engine can be stopped or replaced
+without touching the others. An engine set whose engine does not register within the
+cluster's deadline (a job left pending) is given up: stopped, logged and listed as not
+granted, never waited for.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +31,13 @@ from tornado.platform.asyncio import AsyncIOLoop
 
 from .. import engine as engine_module
 from ..errors import ClusterError
+from ..snapshot import NotGranted
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .files import cluster_files, new_cluster_id, prune_dead, remove_files
-from .reaper import Reaper
-from .transport import LOOPBACK, encryption_args
+from .launchers import LAUNCHERS, Launcher, job_state
+from .reaper import SCANCEL_TIMEOUT_S, Reaper
+from .transport import controller_address, encryption_args
 from .watch import ControllerWatch
 
 CLIENT_HOST = socket.gethostname()
@@ -45,7 +51,11 @@ RECONNECT_GRACE_S = 1.0
 # A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
 # the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
 FAST_CONTROLLER_ARGS = ["--HeartMonitor.period=500", "--nodb"]
-ENGINE_START_TIMEOUT = 60.0
+REGISTER_TIMEOUT_S = 120.0
+"""How long an engine may take to register (with a scheduler: its job to be granted and
+start) before it is given up."""
+NOT_GRANTED_KEPT = 10
+log = logging.getLogger("pp_notebook")
 # Run on each new engine: make `pp_notebook.engine` importable even where the package is not
 # installed (an engine on another host), by loading this module's source text.
 _BOOTSTRAP = """
@@ -63,21 +73,42 @@ except ImportError:
 
 @dataclass
 class EngineInfo:
-    """One engine as the client knows it: id, where it runs, and its local engine set."""
+    """One engine as the client knows it: id, where it runs, its scheduler job (if any) and
+    the engine set that started it."""
 
     id: int
     host: str | None = None
     pid: int | None = None
     engine_set: str | None = None
+    job: str | None = None
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """An engine set started and not yet registered: since when, and its scheduler job
+    (and whether it has been seen running: then its engine is only slow to register)."""
+
+    since: float
+    job: str | None
+    running: bool = False
 
 
 class KernelCluster:
     """A connected ipyparallel client, plus the `ipp.Cluster` when this process started it."""
 
     def __init__(self, client: ipp.Client, cluster: ipp.Cluster | None = None,
-                 cluster_id: str = "") -> None:
+                 cluster_id: str = "", launcher: Launcher = LAUNCHERS["local"],
+                 launcher_options: Mapping[str, Any] | None = None,
+                 register_timeout: float = REGISTER_TIMEOUT_S) -> None:
         self.client = client
         self.cluster = cluster
+        self.launcher = launcher
+        self.launcher_options = dict(launcher_options or {})
+        self.register_timeout = register_timeout
+        self.not_granted: deque[NotGranted] = deque(maxlen=NOT_GRANTED_KEPT)
+        self.jobs: set[str] = set()  # every scheduler job submitted: none outlives the cluster
+        self._waiting: dict[str, _Waiting] = {}  # engine set id -> started, not registered
+        self._sets_started = 0
         self.cluster_id = cluster.cluster_id if cluster is not None else cluster_id
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
@@ -152,8 +183,13 @@ class KernelCluster:
                     f"connection closed {lost:.1f} s ago and was not made again")
         return None
 
+    def waiting(self) -> int:
+        """Engines started (jobs submitted) that have not registered yet."""
+        return len(self._waiting)
+
     def refresh(self) -> dict[int, EngineInfo]:
-        """Set up engines that joined since the last call, forget those that left."""
+        """Set up engines that joined since the last call, forget those that left, and give
+        up engine sets that did not register within the deadline."""
         with self._lock:
             live = set(self.client.ids)
             for eid in live - set(self.engines):
@@ -168,6 +204,12 @@ class KernelCluster:
                     del self._pending_info[eid]
                     if ar.successful():
                         self._record_info(self.engines[eid], ar.get())
+            now = time.monotonic()
+            for set_id, waiting in list(self._waiting.items()):
+                exited = getattr(self._require_owned("start engines").engines[set_id], "state",
+                                 None) == "after"  # its process ended (local, mpiexec)
+                if exited or now - waiting.since > self.register_timeout:
+                    self._deadline(set_id, waiting, now, exited)
             return dict(self.engines)
 
     def _setup(self, eid: int) -> None:
@@ -178,11 +220,59 @@ class KernelCluster:
                                                    self.segment_prefix)
 
     def _record_info(self, info: EngineInfo, facts: dict) -> None:
-        info.host, info.pid = facts["host"], facts["pid"]
-        if self.cluster is not None:
-            for set_id, engine_set in self.cluster.engines.items():
-                if any(_launcher_pid(one) == info.pid for one in _launchers(engine_set)):
-                    info.engine_set = set_id
+        info.host, info.pid, info.job = facts["host"], facts["pid"], facts.get("job")
+        info.engine_set = self._set_of(info)
+        if info.engine_set is not None:
+            waiting = self._waiting.pop(info.engine_set)
+            info.job = info.job or waiting.job
+
+    def _set_of(self, info: EngineInfo) -> str | None:
+        """The waiting engine set that started this engine: by job, by process (the engine or
+        its parent, mpiexec), else the oldest one waiting (ssh: a remote process)."""
+        if self.cluster is None or not self._waiting:
+            return None
+        parents: set[int | None] = {info.pid}
+        if info.host == CLIENT_HOST:
+            try:
+                parents |= {p.pid for p in psutil.Process(info.pid).parents()}
+            except psutil.Error:
+                pass
+        for set_id, waiting in self._waiting.items():
+            if (info.job is not None and waiting.job == info.job) or parents & {
+                    _launcher_pid(one) for one in _launchers(self.cluster.engines[set_id])}:
+                return set_id
+        return None if self.launcher.scheduler or self.launcher.local else next(
+            iter(self._waiting))
+
+    def _deadline(self, set_id: str, waiting: _Waiting, now: float, exited: bool) -> None:
+        """An engine set's deadline has passed (or its process ended): a job the scheduler
+        has just started gets the deadline once more, to register; any other is given up:
+        stopped, and why said."""
+        state = job_state(waiting.job) if waiting.job is not None else ""
+        if state.startswith("RUNNING") and not waiting.running:
+            self._waiting[set_id] = _Waiting(now, waiting.job, running=True)
+            return
+        del self._waiting[set_id]
+        waited = now - waiting.since
+        if waiting.job is not None and not waiting.running:
+            reason = f"job {waiting.job} was not granted within {waited:.0f} s ({state}): " \
+                     "cancelled"
+        else:
+            where = f"job {waiting.job} ran, but its engine" if waiting.job else "an engine"
+            reason = f"{where} exited without registering" if exited else \
+                f"{where} did not register within {waited:.0f} s: stopped"
+        cluster = self._require_owned("stop engines")
+        said = _last_error(_output_tail(cluster.engines[set_id], 40))
+        reason += f"; it said: {said}" if said else ""
+        try:
+            _on_cluster_loop(cluster.stop_engines(set_id))
+        except Exception as exc:
+            reason += f" (stopping it failed: {exc})"
+        self._refused(waiting.job, reason, waited)
+
+    def _refused(self, job: str | None, reason: str, waited: float) -> None:
+        log.warning("pp_notebook: %s", reason)
+        self.not_granted.append(NotGranted(job, reason, waited))
 
     def wait_for_info(self, timeout: float = 10.0) -> None:
         """Block until every live engine has reported its host and pid."""
@@ -193,29 +283,51 @@ class KernelCluster:
                 return
             time.sleep(0.01)
 
-    # -- changing the engines (local clusters only) -------------------------------------
+    # -- changing the engines (clusters this process started) -----------------------------
 
     def add_engines(self, n: int, wait: bool = True) -> None:
-        """Start `n` more local engines, each its own engine set."""
+        """Start `n` more engines through the cluster's launcher, each its own engine set
+        (a job each, with a scheduler); with `wait`, until each registered or was given up.
+        One that cannot be started (a job the scheduler refuses) is listed as not granted."""
         cluster = self._require_owned("add engines")
-        target = len(self.live_ids()) + n
         with self._lock:
             for _ in range(n):
-                set_id = _on_cluster_loop(cluster.start_engines(n=1))
-                for launcher in _launchers(cluster.engines[set_id]):
-                    self._watch(_launcher_pid(launcher))
+                self._start_engine_set(cluster)
         if wait:
-            self._wait_for_engines(target)
+            self._wait_for_engines()
 
-    def _wait_for_engines(self, target: int) -> None:
-        deadline = time.monotonic() + ENGINE_START_TIMEOUT
-        while len(self.live_ids()) < target:
-            if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"only {len(self.live_ids())} of {target} engines registered within "
-                    f"{ENGINE_START_TIMEOUT:g} s.\n{_log_tail(self.cluster)}")
+    def _start_engine_set(self, cluster: ipp.Cluster) -> None:
+        folder = os.path.join(cluster.profile_dir, "log", f"ipengine-{self.cluster_id}")
+        kwargs = self.launcher.engine_set_kwargs(self.launcher_options, self._sets_started,
+                                                 folder)
+        self._sets_started += 1
+        before = set(cluster.engines)
+        try:
+            set_id = _on_cluster_loop(cluster.start_engines(n=1, **kwargs))
+        except Exception as exc:  # sbatch refused the job, mpiexec is missing, ...
+            for failed in set(cluster.engines) - before:
+                cluster.engines.pop(failed)
+            self._refused(None, f"the {self.launcher.name} launcher could not start an "
+                                f"engine: {str(exc).strip()}", 0.0)
+            return
+        job = getattr(cluster.engines[set_id], "job_id", None) or None
+        self._waiting[set_id] = _Waiting(time.monotonic(), job)
+        if job is not None:
+            self.jobs.add(job)
+            if self._reaper is not None:
+                self._reaper.cancel(job)
+        for launcher in _launchers(cluster.engines[set_id]):
+            self._watch(_launcher_pid(launcher))
+
+    def _wait_for_engines(self) -> None:
+        """Wait until every engine set started has registered or been given up."""
+        while self.refresh() is not None and self._waiting:
             time.sleep(0.02)
         self.wait_for_info()
+        if not self.live_ids():
+            reasons = "\n".join(n.reason for n in self.not_granted)
+            raise ClusterError(f"no engine registered:\n{reasons}\n{_log_tail(self.cluster)}"
+                               .rstrip())
 
     def retire(self, eid: int) -> None:
         """Stop one local engine once it has no task: runs send it nothing from now on."""
@@ -241,7 +353,8 @@ class KernelCluster:
     def kill_engine(self, eid: int) -> None:
         """End an engine that does not respond (its task ignores interrupts)."""
         info = self.engines.get(eid)
-        if self.owned and info is not None and info.pid is not None:
+        if self.owned and info is not None and info.pid is not None \
+                and info.host == CLIENT_HOST:
             try:
                 os.kill(info.pid, signal.SIGKILL)
                 return
@@ -373,9 +486,19 @@ class KernelCluster:
             self.adapt(None)
             with self._lock:
                 _quiet_stop(self.cluster)
+                if self.jobs:  # jobs whose engine set did not stop (one ended already)
+                    _cancel(sorted(self.jobs))
                 _on_cluster_loop(_remove_leftovers(self.cluster.profile_dir, self.cluster_id))
                 if self._reaper is not None:
                     self._reaper.close()
+
+
+def _cancel(jobs: list[str]) -> None:
+    """`scancel` the jobs, within SCANCEL_TIMEOUT_S (it retries while slurmctld is away)."""
+    try:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=SCANCEL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        log.warning("pp_notebook: could not cancel the Slurm jobs %s", " ".join(jobs))
 
 
 def _launchers(engine_set: Any) -> list:
@@ -387,25 +510,44 @@ def _launcher_pid(launcher: Any) -> int | None:
     return getattr(process, "pid", None)
 
 
-def start_local(n: int) -> KernelCluster:
-    """A new local cluster of `n` engines on loopback, watched by a reaper."""
+def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
+                  options: Mapping[str, Any] | None = None, *,
+                  controller_ip: str | None = None, encrypt: bool | None = None,
+                  register_timeout: float = REGISTER_TIMEOUT_S) -> KernelCluster:
+    """A new cluster of `n` engines started by `launcher`, watched by a reaper.
+
+    A local cluster listens on loopback unless told otherwise; one whose engines run on other
+    hosts listens on `controller_ip` (default: the address of this host's name), with
+    CurveZMQ on beyond loopback unless `encrypt=False` (transport.py).
+    """
+    if controller_ip is None and not launcher.local:
+        controller_ip = socket.gethostname()
+    address = controller_address(controller_ip)
     # shutdown_atexit=False: ipyparallel's own exit hook (and __del__) would stop it on a
     # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
-    cluster = ipp.Cluster(n=0, delay=0,
-                          controller_args=[*FAST_CONTROLLER_ARGS, *encryption_args(LOOPBACK)],
+    cluster = ipp.Cluster(n=0, delay=0, engine_launcher_class=launcher.ipp_class,
+                          controller_args=[*FAST_CONTROLLER_ARGS,
+                                           *encryption_args(address, encrypt)],
                           cluster_id=new_cluster_id(),
-                          controller_ip=LOOPBACK, log_level=logging.ERROR,
+                          controller_ip=address, log_level=logging.ERROR,
                           shutdown_atexit=False)
+    handle = None
     try:
         _on_cluster_loop(cluster.start_controller())
-        handle = KernelCluster(_on_cluster_loop(cluster.connect_client()), cluster)
+        handle = KernelCluster(_on_cluster_loop(cluster.connect_client()), cluster,
+                               launcher=launcher, launcher_options=options,
+                               register_timeout=register_timeout)
         handle.add_engines(n)
     except Exception as exc:
         tail = _log_tail(cluster)
-        _quiet_stop(cluster)
+        if handle is not None:
+            handle.shutdown()
+        else:
+            _quiet_stop(cluster)
         if isinstance(exc, ClusterError):
             raise
-        raise ClusterError(f"the local cluster did not start: {exc}\n{tail}") from None
+        raise ClusterError(f"the {launcher.name} cluster did not start: {exc}\n{tail}") \
+            from None
     return handle
 
 
@@ -415,13 +557,9 @@ def _log_tail(cluster: ipp.Cluster, lines: int = 20) -> str:
     launchers = [("controller", cluster.controller),
                  *[(f"engines {k}", v) for k, v in cluster.engines.items()]]
     for name, launcher in launchers:
-        try:
-            text = launcher.get_output() if launcher is not None else ""
-        except Exception:
-            continue
-        if text.strip():
-            parts.append(f"--- {name} log (last lines) ---\n"
-                         + "\n".join(text.strip().splitlines()[-lines:]))
+        text = _output_tail(launcher, lines)
+        if text:
+            parts.append(f"--- {name} log (last lines) ---\n{text}")
     return "\n".join(parts)
 
 
@@ -434,9 +572,31 @@ async def _remove_leftovers(profile_dir: str, cluster_id: str) -> None:
     prune_dead(profile_dir)
 
 
-def _quiet_stop(cluster: ipp.Cluster) -> None:
+def _output_tail(launcher: Any, lines: int) -> str:
+    """The last `lines` lines a launcher's process (or job) printed, or ""."""
     try:
-        _on_cluster_loop(cluster.stop_cluster())
+        text = launcher.get_output(remove=False) if launcher is not None else ""
+    except Exception:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _last_error(text: str) -> str:
+    """The last line of `text` that names an error (a traceback's last), else its last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip(" -")]
+    errors = [line for line in lines if "Error" in line or "error:" in line]
+    return (errors or lines or [""])[-1]
+
+
+def _quiet_stop(cluster: ipp.Cluster) -> None:
+    """Stop the controller and every engine set, each whatever the others do (a job that
+    ended already makes `scancel` fail)."""
+    async def stop_each() -> None:
+        await asyncio.gather(cluster.stop_controller(),
+                             *(cluster.stop_engines(one) for one in list(cluster.engines)),
+                             return_exceptions=True)
+    try:
+        _on_cluster_loop(stop_each())
     except Exception:
         pass
 

@@ -3,11 +3,13 @@
 A kernel killed outright runs no atexit hook, and its controller and engines would live on.
 So the kernel starts this small watcher in its own session and writes it the pid of each
 process it launches; when the pipe closes (the kernel stopped the cluster, exited or was
-killed), the watcher ends those processes and their children, removes the files it was
-told of (the cluster's shared values in /dev/shm, its connection files and logs), then exits.
+killed), the watcher cancels the scheduler jobs it was told of (engines on other nodes),
+ends those processes and their children, removes the files it was told of (the cluster's
+shared values in /dev/shm, its connection files and logs), then exits.
 
 The pipe carries one line per thing to clean up, its kind first: `<pid> <create time>` (a
-process to end) or `remove <glob>` (files to remove once the processes have ended).
+process to end), `scancel <job>` (a scheduler job to cancel) or `remove <glob>` (files to
+remove once the processes have ended).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import psutil
 from .files import remove_files
 
 TERMINATE_GRACE_S = 3.0
+SCANCEL_TIMEOUT_S = 60.0
+"""scancel retries while slurmctld does not answer: the watcher still ends the processes."""
 
 
 class Reaper:
@@ -45,10 +49,17 @@ class Reaper:
 
     def remove(self, pattern: str) -> None:
         """Remove the files matching the glob `pattern` once the processes are ended."""
+        self._send(f"remove {pattern}")
+
+    def cancel(self, job: str) -> None:
+        """Cancel the Slurm job `job` (`scancel`) when this process ends or calls `close`."""
+        self._send(f"scancel {job}")
+
+    def _send(self, line: str) -> None:
         try:
-            self._pipe.write(f"remove {pattern}\n".encode())
+            self._pipe.write(f"{line}\n".encode())
             self._pipe.flush()
-        except OSError:
+        except OSError:  # the watcher is gone
             pass
 
     def close(self) -> None:
@@ -100,13 +111,21 @@ def _reap(watched: list[tuple[int, float]]) -> None:
 
 
 def main() -> None:
-    watched, patterns = [], []
+    watched, patterns, jobs = [], [], []
     for line in sys.stdin:  # until EOF: the kernel closed the pipe or died
         first, rest = line.rstrip("\n").split(" ", 1)
         if first == "remove":
             patterns.append(rest)
+        elif first == "scancel":
+            jobs.append(rest)
         else:
             watched.append((int(first), float(rest)))
+    if jobs:  # ended jobs make scancel complain: it still cancels the others
+        try:
+            subprocess.run(["scancel", *jobs], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=SCANCEL_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):  # no scancel here, or no slurmctld
+            pass
     _reap(watched)
     remove_files(patterns)
 

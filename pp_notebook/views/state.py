@@ -83,11 +83,16 @@ class DashboardState:
         for engine in sorted(snap.engines, key=lambda e: e.id):
             cpu, memory = stats.get(engine.id, (None, None))
             rows.append({
-                "id": engine.id, "host": engine.host or "?", "state": engine.state,
-                "done": engine.done, "failed": engine.failed,
+                "id": engine.id, "host": engine.host or "?", "job": engine.job or "",
+                "state": engine.state, "done": engine.done, "failed": engine.failed,
                 "load": f"{engine.busy_s / snap.elapsed_s:.0%}" if snap.elapsed_s else "–",
                 "running": _running(engine), "for": fmt.seconds(engine.running_for_s),
                 "cpu": fmt.cores(cpu), "memory": fmt.size(memory)})
+        for refused in snap.not_granted:  # engines given up on: a row each, with the reason
+            rows.append({"id": "–", "host": "–", "job": refused.job or "–",
+                         "state": "not granted", "done": "", "failed": "", "load": "",
+                         "running": refused.reason, "for": fmt.seconds(refused.waited_s),
+                         "cpu": "", "memory": ""})
         return rows
 
 

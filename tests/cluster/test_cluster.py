@@ -17,7 +17,7 @@ from ipyparallel.cluster import launcher as launcher_module
 import pp_notebook as pp
 from pp_notebook.cluster import handle as handle_module
 from pp_notebook.cluster.files import CLUSTER_ID_PREFIX
-from pp_notebook.cluster.handle import start_local
+from pp_notebook.cluster.handle import start_cluster
 
 from helpers import pid_alive, wait_until
 
@@ -107,7 +107,7 @@ def test_a_controller_that_cannot_start_reports_its_log(monkeypatch):
     monkeypatch.setattr(handle_module, "FAST_CONTROLLER_ARGS",
                         [*handle_module.FAST_CONTROLLER_ARGS, "--ip=999.1.1.1"])
     with pytest.raises(pp.ClusterError, match="did not start(.|\n)*controller log(.|\n)*999.1.1.1"):
-        start_local(1)
+        start_cluster(1)
 
 
 def test_engines_and_controller_end_with_the_process_and_on_stop():
@@ -245,14 +245,14 @@ def test_stopping_never_races_ipyparallel_over_a_log_file(monkeypatch, capfd, ca
     monkeypatch.setattr(launcher_module, "os", slow["SLOW_OS"])
 
     async def in_a_cell():  # a notebook cell: the kernel's event loop is running
-        return start_local(1)
+        return start_cluster(1)
 
     async def stop_in_a_cell(handle):
         handle.shutdown()
 
     for _ in range(2):
         asyncio.run(in_a_cell()).shutdown()  # stopped where no event loop runs
-    handle = start_local(1)  # and the other way round: started without one,
+    handle = start_cluster(1)  # and the other way round: started without one,
     stopper = threading.Thread(target=lambda: asyncio.run(stop_in_a_cell(handle)))
     stopper.start()  # stopped from a thread with one
     stopper.join(60)

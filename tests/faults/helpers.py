@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from pp_notebook.cluster import KernelCluster
-from pp_notebook.cluster.handle import start_local
+from pp_notebook.cluster.handle import start_cluster
 
 from helpers import process_tree
 
@@ -86,7 +86,7 @@ def dedicated_cluster(engines: int = 2):
     """A local cluster of its own, for faults that damage the cluster itself (the kernel's
     cluster stays untouched). Every process it started ends when the block does, whatever
     happened inside; `handle.leftovers` lists those that outlived `shutdown()`."""
-    handle = start_local(engines)
+    handle = start_cluster(engines)
     processes = cluster_processes(handle)
     handle.started_processes = processes
     handle.leftovers = []
