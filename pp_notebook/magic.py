@@ -379,15 +379,16 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.note_cell)
     ipython.events.register("post_run_cell", magics.forget_cell)
-    if magics.autostart and cluster.current_or_none() is None:
-        _start_in_background(magics.autostart)
+    if magics.autostart:
+        engines = count_or_auto(number(magics.autostart), "autostart (PP_NOTEBOOK_AUTOSTART)")
+        if cluster.current_or_none() is None:
+            _start_in_background(engines)
 
 
-def _start_in_background(engines: str) -> None:
+def _start_in_background(engines: int | str) -> None:
     """Start the local cluster on a thread: the first cell that needs it waits for it (a
     failed start is started again, and reported, by that cell)."""
-    count = count_or_auto(number(engines), "autostart (PP_NOTEBOOK_AUTOSTART)")
-    threading.Thread(target=lambda: _quietly(cluster.start, count),
+    threading.Thread(target=lambda: _quietly(cluster.start, engines),
                      name="pp_notebook-autostart", daemon=True).start()
 
 

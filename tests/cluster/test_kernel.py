@@ -13,8 +13,11 @@ import sys
 import time
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
-from helpers import execute, ipython_shell, text_of
+from pp_notebook import load_ipython_extension
+
+from helpers import execute, text_of
 
 # Items 0 and 1 end at once; the others would sleep far longer than the test.
 SLOW = """\
@@ -146,6 +149,10 @@ def test_autostart_has_the_cluster_ready_for_the_first_cell(autostart, kernel):
 
 def test_a_wrong_autostart_value_is_refused_when_the_extension_loads(monkeypatch):
     monkeypatch.setenv("PP_NOTEBOOK_AUTOSTART", "yes")
-    with pytest.raises(ValueError, match=r"PP_NOTEBOOK_AUTOSTART.*'auto' or an integer.*'yes'"):
-        with ipython_shell():
-            pass
+    shell = InteractiveShell.instance()  # `%load_ext` would skip an extension loaded before
+    try:
+        with pytest.raises(ValueError,
+                           match=r"PP_NOTEBOOK_AUTOSTART.*'auto' or an integer.*'yes'"):
+            load_ipython_extension(shell)
+    finally:
+        InteractiveShell.clear_instance()
