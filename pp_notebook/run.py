@@ -9,6 +9,7 @@ when the engine could not, and handles cancel. Nothing here knows of widgets: vi
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import pickle
@@ -17,6 +18,7 @@ import time
 import types
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,8 @@ FAILURES_KEPT = 20
 PREVIEW_ROWS = 5
 """Rows of results a snapshot previews: the first ones in input order and the latest."""
 PREVIEW_SCAN = 1_000
+RECLAIM_BYTES = 8 * 2 ** 20
+"""Returned result bytes between two garbage collections (see Run._reclaim)."""
 """How far into the input the first-rows preview looks for finished items."""
 
 
@@ -155,6 +159,7 @@ class Run:
         self._policy = BatchPolicy(options.batch, options.concurrency)
         self._events: SimpleQueue = SimpleQueue()
         self._msg_ids: set[str] = set()  # pruned from the client's history at the end
+        self._unreclaimed = 0  # result bytes returned since the last garbage collection
         self._replacements = 0
         self._cancel_requested = False
         self._cancelling = False
@@ -530,7 +535,11 @@ class Run:
                                               options.timeout,
                                               self._policy.budget(len(pairs)),
                                               options.concurrency, options.memory_limit)
-        batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
+        # The future holds its batch weakly: a cycle would keep every returned batch (its
+        # indices, its outcomes' bytes) until a full garbage collection, ~80 bytes a task.
+        # A batch dropped before its future ends was abandoned: its event is a mere wake-up.
+        held = weakref.ref(batch)
+        batch.future.add_done_callback(lambda _f: self._events.put(held()))
         self._msg_ids.update(batch.future.msg_ids)
         return batch
 
@@ -588,7 +597,7 @@ class Run:
             return
         state = self._engines[batch.engine]
         try:
-            outcomes = _outcomes_of(batch.future)
+            outcomes, nbytes = _outcomes_of(batch.future)
         except _EngineFailure as failure:
             kind, message = failure.args
             if kind == "EngineError":
@@ -602,6 +611,7 @@ class Run:
                     self._finish(index, status, error_type=kind, error=message)
             return
         self._release(state, batch)
+        self._reclaim(nbytes)
         if outcomes:  # the engine's clock against ours; the smallest gap is the closest
             *_, started, duration = outcomes[-1]
             offset = time.time() - (started + duration)
@@ -618,6 +628,18 @@ class Run:
                 else:
                     self._queue.push_front([index])
         self._supersede(batch.partner)
+
+    def _reclaim(self, nbytes: int) -> None:
+        """Collect garbage once RECLAIM_BYTES of results have come back since the last time.
+
+        ipyparallel's AsyncResult is a reference cycle (its callbacks are its own methods), so
+        each returned batch's bytes wait for a full collection; Python runs one only when
+        garbage is many objects, not when it is few and big (1,000,000 no-ops left ~40 bytes a
+        task behind)."""
+        self._unreclaimed += nbytes
+        if self._unreclaimed >= RECLAIM_BYTES:
+            self._unreclaimed = 0
+            gc.collect()
 
     def _uncovered(self, batch: _Batch, indices: list[int]) -> list[int]:
         """Of `indices`, those still pending and not held by the batch's live other copy."""
@@ -849,7 +871,8 @@ def _call(callback: Callable[[Run], Any], run: Run) -> None:
         logging.getLogger(__name__).exception("a done-callback of %r raised", run)
 
 
-def _outcomes_of(future: Any) -> list[Outcome]:
+def _outcomes_of(future: Any) -> tuple[list[Outcome], int]:
+    """A returned batch's Outcomes, and the size of the bytes they came in."""
     try:
         raw = future.get(0)
     except ipp.error.RemoteError as exc:
@@ -861,7 +884,7 @@ def _outcomes_of(future: Any) -> list[Outcome]:
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__, str(exc)) from None
     try:
-        return pickle.loads(raw)  # plain tuples in Outcome's field order
+        return pickle.loads(raw), len(raw)  # plain tuples in Outcome's field order
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__,
                              f"results could not be read on the client: {exc}") from None
