@@ -137,8 +137,8 @@ def merged_frame(records: TaskTable | Iterable[TaskRecord], schema: dict | None 
     where the results are plain values)."""
     table = table_of(records)
     ok = table.status == OK
-    values = table.values
-    labelled = _label_columns(table.items, labels) if labels is not None else {}
+    values = table.values.tolist()
+    labelled = _label_columns(table.items.tolist(), labels) if labels is not None else {}
     frames = [task for task, (value, good) in enumerate(zip(values, ok.tolist()))
               if good and isinstance(value, pd.DataFrame)]
     parts: list[tuple[dict | pd.DataFrame, np.ndarray]] = []

@@ -123,7 +123,7 @@ def test_clearing_the_queue_drops_every_part():
     assert len(queue) == 0 and list(queue) == []
 
 
-def test_a_task_costs_under_45_bytes_of_bookkeeping_beside_its_item_and_result():
+def test_a_task_costs_under_53_bytes_beside_its_items_and_results_own_objects():
     items = list(range(100_000))
     tracemalloc.start()
     try:
@@ -133,4 +133,5 @@ def test_a_task_costs_under_45_bytes_of_bookkeeping_beside_its_item_and_result()
     finally:
         tracemalloc.stop()
     assert len(queue) == len(items)
-    assert held / len(items) <= 45, held / len(items)  # 32 in typed columns, 8 a value, 4 queued
+    # 32 bytes in typed columns, 8 an item's slot, 8 a value's, 4 its place in the queue
+    assert held / len(items) <= 53, held / len(items)
