@@ -32,7 +32,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -52,6 +51,7 @@ import psutil  # noqa: E402  (after the path set-up above)
 import report  # noqa: E402
 import tasks  # noqa: E402
 from report import Row  # noqa: E402
+from sampling import sampling  # noqa: E402
 
 if TYPE_CHECKING:
     from runners import Pools, Runner
@@ -281,20 +281,8 @@ class RssWatch:
 def watching(pids: list[int]) -> Iterator[RssWatch]:
     """Sample the processes' RSS every RSS_INTERVAL_S in a thread while the block runs."""
     watch = RssWatch(pids)
-    stop = threading.Event()
-
-    def follow() -> None:
-        while not stop.wait(RSS_INTERVAL_S):
-            watch.sample()
-
-    thread = threading.Thread(target=follow, name="bench-rss", daemon=True)
-    thread.start()
-    try:
+    with sampling(watch.sample, RSS_INTERVAL_S, "bench-rss"):
         yield watch
-    finally:
-        stop.set()
-        thread.join()
-        watch.sample()
 
 
 def timed_run(workload: Workload, runner: Runner, k: int) -> Sample:

@@ -38,7 +38,7 @@ class BatchPolicy:
     """Batch sizes, budgets, queue depth and speculation, from the task times seen so far.
 
     `batch` is the run's option ("auto" or a fixed size); `concurrency` the items an engine
-    runs at once. Feed it each finished attempt's engine time with `observe`.
+    runs at once. Feed it the finished attempts' engine times with `observe`.
     """
 
     batch: int | str = "auto"
@@ -46,9 +46,10 @@ class BatchPolicy:
     timed_items: int = 0
     timed_total: float = 0.0
 
-    def observe(self, duration_s: float) -> None:
-        """Count one finished attempt's run time, measured on its engine."""
-        self.timed_items += 1
+    def observe(self, duration_s: float, items: int = 1) -> None:
+        """Count finished attempts: `items` of them (one by default) that ran `duration_s`
+        in all, measured on their engines."""
+        self.timed_items += items
         self.timed_total += duration_s
 
     def mean_item_s(self) -> float | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import cloudpickle
 
-from .records import TaskRecord
+from .tasktable import TaskTable
 
 APPLICATION_ID = int.from_bytes(b"ppnb", "big")  # PRAGMA application_id: the file is ours
 SCHEMA_VERSION = 1  # PRAGMA user_version
@@ -127,8 +127,8 @@ class Checkpoint:
                 "key=a function returning a str or tuple that identifies each item") from None
         return hashlib.blake2b(data, digest_size=16).hexdigest()
 
-    def restore(self, records: list[TaskRecord], keys: list[str]) -> int:
-        """Fill the records of items already done from the file; return how many.
+    def restore(self, table: TaskTable, keys: list[str]) -> int:
+        """Fill the table's tasks of items already done from the file; return how many.
 
         Only the rows of these keys are read, one at a time."""
         db = self._open_db
@@ -136,28 +136,25 @@ class Checkpoint:
         try:
             with db:  # one transaction for the inserts
                 db.execute("BEGIN")
-                db.executemany("INSERT INTO wanted VALUES (?, ?)", zip(range(len(records)), keys))
+                db.executemany("INSERT INTO wanted VALUES (?, ?)", zip(range(len(table)), keys))
             rows = db.execute(f"SELECT wanted.task, items.value, "
                               f"{', '.join(f'items.{c}' for c in _COLUMNS)} "
                               "FROM wanted JOIN items ON items.key = wanted.key")
             with closing(rows):
                 restored = 0
                 for task, value, *columns in rows:
-                    record = records[task]
-                    record.value = pickle.loads(value)
-                    for name, column in zip(_COLUMNS, columns):
-                        setattr(record, name, column)
-                    record.status = "ok"
-                    record.resumed = True
+                    table.update(task, value=pickle.loads(value), **dict(zip(_COLUMNS, columns)),
+                                 status="ok", resumed=True)
                     restored += 1
         finally:
             db.execute("DROP TABLE temp.wanted")
         return restored
 
-    def add(self, key: str, record: TaskRecord) -> None:
-        """Queue a successful item's row; `flush` makes it durable."""
-        value = cloudpickle.dumps(record.value, protocol=pickle.HIGHEST_PROTOCOL)
-        self._rows.append((key, value, *(getattr(record, name) for name in _COLUMNS)))
+    def add(self, key: str, table: TaskTable, task: int) -> None:
+        """Queue a successful task's row; `flush` makes it durable."""
+        fields = table.fields(task)
+        value = cloudpickle.dumps(fields["value"], protocol=pickle.HIGHEST_PROTOCOL)
+        self._rows.append((key, value, *(fields[name] for name in _COLUMNS)))
 
     def flush(self) -> None:
         """Commit the queued rows in one transaction: on disk when this returns."""

@@ -1,4 +1,5 @@
-"""TaskRecords, and what is built from them: the merged DataFrame and the failures.
+"""TaskRecords, the read-only view of a run's table that makes them, and what is built from the
+table's columns: the merged DataFrame and the failures.
 
 Merge rules (one input item, in input order; the index is `task`, the item's position):
 - a dict or Series result becomes one row, its keys the columns;
@@ -17,15 +18,16 @@ rows leave gaps.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
 
 from .snapshot import FAILED, Status
+from .tasktable import NONE, OK, STATUS_NAMES, TaskTable
 
 METADATA_COLUMNS = ("status", "engine", "host", "duration_s", "attempts", "error")
 INDEX = "task"
@@ -79,48 +81,84 @@ def item_label(item: Any) -> dict:
     return {"item": item} if pd.api.types.is_scalar(item) else {}
 
 
-def merged_frame(records: list[TaskRecord], schema: dict | None = None,
+class Records(Sequence[TaskRecord]):
+    """`run.records`: a read-only sequence over a run's TaskTable. Each TaskRecord is built
+    when asked for, a copy: changing it changes nothing in the run."""
+
+    def __init__(self, table: TaskTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
+        if isinstance(index, slice):
+            return [self[task] for task in range(len(self))[index]]
+        return TaskRecord(**self.table.fields(index))
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return (TaskRecord(**self.table.fields(task)) for task in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"<Records of {len(self)} tasks>"
+
+
+def table_of(records: TaskTable | Iterable[TaskRecord]) -> TaskTable:
+    """The table behind `records`: a run's own, or one made from TaskRecords whose tasks are
+    their positions (0, 1, 2, ...)."""
+    if isinstance(records, TaskTable):
+        return records
+    if isinstance(records, Records):
+        return records.table
+    records = list(records)
+    table = TaskTable([record.item for record in records])
+    for position, record in enumerate(records):
+        if record.task != position:
+            raise ValueError(f"record {position} is task {record.task}: a table's tasks are "
+                             "their positions, 0, 1, 2, ...")
+        table.update(position, **{name: getattr(record, name) for name in _FIELDS})
+    return table
+
+
+_FIELDS = tuple(name for name in TaskRecord.__dataclass_fields__ if name not in ("task", "item"))
+
+
+def merged_frame(records: TaskTable | Iterable[TaskRecord], schema: dict | None = None,
                  labels: Labels | None = None) -> pd.DataFrame:
-    """One DataFrame of every record's labels, result and metadata, in input order."""
-    marks = [_scalars(labels(r.item)) if labels is not None else {} for r in records]
-    parts: list[tuple[dict | pd.DataFrame, list[TaskRecord], list[dict]]] = []
-    rows: list[dict] = []
-    owners: list[TaskRecord] = []
-    owner_marks: list[dict] = []
+    """One DataFrame of every task's labels, result and metadata, in input order.
 
-    def flush_rows() -> None:
-        if owners:
-            parts.append((_dict_columns(rows), owners[:], owner_marks[:]))
-            rows.clear()
-            owners.clear()
-            owner_marks.clear()
-
-    for record, mark in zip(records, marks):
-        value = record.value if record.status == "ok" else None
-        if isinstance(value, pd.DataFrame):
-            flush_rows()
-            parts.append((value.reset_index(drop=True), [record] * len(value), [mark]))
-            continue
-        if record.status != "ok":
-            rows.append({})
-        elif isinstance(value, dict):
-            rows.append(value)
-        elif isinstance(value, pd.Series):
-            rows.append(value.to_dict())
-        else:
-            rows.append({"result": value})
-        owners.append(record)
-        owner_marks.append(mark)
-    flush_rows()
-    label_names = list(dict.fromkeys(name for mark in marks for name in mark))
-    used = set(label_names) | {key for values, _, _ in parts for key in values}
+    It reads the table's columns: 10 million tasks make no TaskRecord (and no dict per row
+    where the results are plain values)."""
+    table = table_of(records)
+    ok = table.status == OK
+    values = table.values.tolist()
+    labelled = _label_columns(table.items.tolist(), labels) if labels is not None else {}
+    frames = [task for task, (value, good) in enumerate(zip(values, ok.tolist()))
+              if good and isinstance(value, pd.DataFrame)]
+    parts: list[tuple[dict | pd.DataFrame, np.ndarray]] = []
+    start = 0
+    for task in [*frames, len(table)]:  # rows between DataFrame results, then each of them
+        if start < task:
+            parts.append((_columns(values[start:task], ok[start:task]), np.arange(start, task)))
+        if task < len(table):
+            frame = values[task]
+            parts.append((frame.reset_index(drop=True), np.full(len(frame), task)))
+        start = task + 1
+    label_names = list(labelled)
+    used = set(label_names) | {key for part, _ in parts for key in part}
     clashing = (set(METADATA_COLUMNS) | {INDEX}) & used
-    pieces = [_piece(values, owners, part_marks, label_names, clashing)
-              for values, owners, part_marks in parts]
+    metadata = _Metadata(table, clashing)
+    pieces = [_piece(part, owners, ok[owners], labelled, metadata) for part, owners in parts]
     index_name = f"pp_{INDEX}" if INDEX in clashing else INDEX
     if not pieces:
-        empty = _metadata([], clashing)
-        frame = pd.DataFrame(empty, index=pd.Index([], dtype="int64", name=index_name))
+        frame = pd.DataFrame(metadata.of(np.arange(0)),
+                             index=pd.Index([], dtype="int64", name=index_name))
     elif len(pieces) == 1:
         frame = pieces[0]
     else:
@@ -130,17 +168,47 @@ def merged_frame(records: list[TaskRecord], schema: dict | None = None,
     return _apply_schema(frame, schema) if schema else frame
 
 
-def _scalars(mark: dict) -> dict:
-    return {name: value for name, value in mark.items() if pd.api.types.is_scalar(value)}
+def _label_columns(items: list, labels: Labels) -> dict[str, list]:
+    """{name: one value per task}, in first-seen order: each item's scalar labels, None where
+    an item has no such label. One dict at a time, none kept per item."""
+    columns: dict[str, list] = {}
+    for task, item in enumerate(items):
+        for name, value in labels(item).items():
+            if pd.api.types.is_scalar(value):
+                if name not in columns:
+                    columns[name] = [None] * len(items)
+                columns[name][task] = value
+    return columns
 
 
-def _dict_columns(rows: list[dict]) -> dict:
-    """{column: array} from dict rows, in first-seen key order, typed as the values are."""
-    keys = dict.fromkeys(key for row in rows for key in row)
-    return {key: _typed([row.get(key) for row in rows], any(key not in row for row in rows))
-            for key in keys}
-
-
+def _columns(values: list, ok: np.ndarray) -> dict:
+    """{column: array} of consecutive results that are no DataFrame: a dict or Series gives
+    its keys, anything else the `result` column; failed items leave gaps. Columns in
+    first-seen order, typed as the values are."""
+    ok_list = ok.tolist()
+    rows = {i: value if isinstance(value, dict) else value.to_dict()
+            for i, (value, good) in enumerate(zip(values, ok_list))
+            if good and isinstance(value, (dict, pd.Series))}
+    plain = [good and i not in rows for i, good in enumerate(ok_list)]
+    first_plain = plain.index(True) if True in plain else None
+    keys: dict[str, None] = {}
+    for i, row in rows.items():
+        if first_plain is not None and first_plain < i:
+            keys.setdefault("result")
+        keys.update(dict.fromkeys(row))
+    if first_plain is not None:
+        keys.setdefault("result")
+    if not rows:  # plain values only (the common case): one column, no dict per row
+        return {key: _typed([value if good else None for value, good in zip(values, ok_list)],
+                            not all(ok_list)) for key in keys}
+    columns = {}
+    for key in keys:
+        column = [rows[i].get(key) if i in rows else values[i] if plain[i] and key == "result"
+                  else None for i in range(len(values))]
+        gaps = any(key not in rows[i] if i in rows else not (plain[i] and key == "result")
+                   for i in range(len(values)))
+        columns[key] = _typed(column, gaps)
+    return columns
 def _typed(values: list, gaps: bool) -> Any:
     """Integers stay integers (nullable `Int64` with gaps), bools bools, floats float64."""
     kind = pd.api.types.infer_dtype(values, skipna=True)
@@ -155,36 +223,52 @@ def _typed(values: list, gaps: bool) -> Any:
     return values
 
 
-def _metadata(owners: list[TaskRecord], clashing: set[str]) -> dict:
-    """The metadata columns of `owners`, `pp_`-prefixed where a result uses the name."""
-    columns = {
-        "status": list(map(attrgetter("status"), owners)),
-        "engine": pd.array(list(map(attrgetter("engine"), owners)), dtype="Int64"),
-        "host": pd.array(list(map(attrgetter("host"), owners)), dtype="string"),
-        "duration_s": np.array([math.nan if r.duration_s is None else r.duration_s
-                                for r in owners], dtype=float),
-        "attempts": np.array(list(map(attrgetter("attempts"), owners)), dtype="int64"),
-        "error": pd.array(list(map(attrgetter("message"), owners)), dtype="string"),
-    }
-    return {(f"pp_{name}" if name in clashing else name): values
-            for name, values in columns.items()}
+class _Metadata:
+    """The metadata columns of a whole table, made once; `of(tasks)` picks their rows, named
+    with `pp_` where a result uses the name."""
+
+    def __init__(self, table: TaskTable, clashing: set[str]) -> None:
+        self.clashing = clashing
+        self.status = STATUS_NAMES[table.status]
+        self.engine = table.engine.astype("int64")
+        self.host = table.host_names()
+        self.duration_s = table.duration_s
+        self.attempts = table.attempts.astype("int64")
+        self.error = np.full(len(table), None, dtype=object)
+        for task, (error_type, error) in table.errors.items():
+            self.error[task] = error_text(error_type, error)
+
+    def of(self, tasks: np.ndarray) -> dict:
+        engine = self.engine[tasks]
+        columns = {
+            "status": self.status[tasks],
+            "engine": pd.arrays.IntegerArray(engine, engine == NONE),
+            "host": pd.array(self.host[tasks], dtype="string"),
+            "duration_s": self.duration_s[tasks],
+            "attempts": self.attempts[tasks],
+            "error": pd.array(self.error[tasks], dtype="string"),
+        }
+        return {(f"pp_{name}" if name in self.clashing else name): values
+                for name, values in columns.items()}
 
 
-def _piece(values: dict | pd.DataFrame, owners: list[TaskRecord], marks: list[dict],
-           label_names: list[str], clashing: set[str]) -> pd.DataFrame:
-    """Labels, values and metadata of consecutive records (or of one DataFrame result)."""
-    index = pd.Index([r.task for r in owners], dtype="int64")
-    frame = values if isinstance(values, pd.DataFrame) else pd.DataFrame(values, index=index)
-    frame = frame.set_axis(index) if isinstance(values, pd.DataFrame) else frame
-    ok = np.array([r.status == "ok" for r in owners], dtype=bool)
-    rows = len(owners)
-    for name in label_names:
-        labelled = [(marks[0] if len(marks) == 1 else marks[i]).get(name) for i in range(rows)]
+def _piece(values: dict | pd.DataFrame, owners: np.ndarray, ok: np.ndarray,
+           labelled: dict[str, list], metadata: _Metadata) -> pd.DataFrame:
+    """Labels, values and metadata of consecutive tasks (or of one DataFrame result's rows):
+    `owners` is each row's task, `ok` whether it succeeded."""
+    index = pd.Index(owners, dtype="int64")
+    if isinstance(values, pd.DataFrame):
+        frame = values.set_axis(index)
+    else:
+        frame = pd.DataFrame(values, index=index)
+    tasks = owners.tolist()
+    for name, column in labelled.items():
+        labels = [column[task] for task in tasks]
         if name in frame.columns:  # the result's own value stands where the item succeeded
-            labelled = [own if succeeded else label for own, succeeded, label
-                        in zip(frame[name].tolist(), ok, labelled)]
-        frame[name] = _typed(labelled, gaps=False)
-    for name, column in _metadata(owners, clashing).items():
+            labels = [own if succeeded else label for own, succeeded, label
+                      in zip(frame[name].tolist(), ok, labels)]
+        frame[name] = _typed(labels, gaps=False)
+    for name, column in metadata.of(owners).items():
         frame[name] = column
     return frame
 
@@ -225,14 +309,14 @@ def _apply_schema(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
     return frame
 
 
-def errors_frame(records: list[TaskRecord]) -> pd.DataFrame:
+def errors_frame(records: TaskTable | Iterable[TaskRecord]) -> pd.DataFrame:
     """One row per failed item (not the cancelled ones), indexed by `task` like the merged
     frame: which item, what failed, where, and the full traceback."""
-    failed = [r for r in records if r.failed]
+    table = table_of(records)
+    failed = [TaskRecord(**table.fields(task)) for task in np.flatnonzero(table.failed()).tolist()]
     columns = {name: list(map(attrgetter(name), failed))
                for name in ("item", "status", "error_type", "error", "engine", "attempts",
                             "traceback", "output")}
     columns["engine"] = pd.array(columns["engine"], dtype="Int64")
     index = pd.Index([r.task for r in failed], dtype="int64", name=INDEX)
     return pd.DataFrame(columns, index=index)
-

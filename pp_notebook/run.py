@@ -9,6 +9,7 @@ when the engine could not, and handles cancel. Nothing here knows of widgets: vi
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import pickle
@@ -17,13 +18,15 @@ import time
 import types
 import uuid
 import warnings
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any
 
 import ipyparallel as ipp
+import numpy as np
 import pandas as pd
 
 from . import cluster as cluster_module
@@ -35,7 +38,7 @@ from .engine import OVERDUE_KEY, Outcome, forget, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
-from .records import Labels, TaskRecord, errors_frame, merged_frame
+from .records import Labels, Records, error_text, errors_frame, merged_frame
 from .shipping import ItemPickler, dumps, refusal, unpicklable, warn_same_streams
 from .snapshot import (
     FAILED,
@@ -51,6 +54,7 @@ from .snapshot import (
 )
 from .store import SHM_DIR, STORE, SharedValue, fits_in_shared_memory
 from .summary import RunSummary, summarize
+from .tasktable import PENDING, TaskQueue, TaskTable
 from .tracebacks import SourceMap
 from .views.plots import plot_run
 
@@ -66,6 +70,12 @@ FAILURES_KEPT = 20
 PREVIEW_ROWS = 5
 """Rows of results a snapshot previews: the first ones in input order and the latest."""
 PREVIEW_SCAN = 1_000
+RECLAIM_BYTES = 8 * 2 ** 20
+RECLAIM_BYTES_PER_TASK = 8
+"""Returned result bytes between two garbage collections (see Run._reclaim): RECLAIM_BYTES,
+or RECLAIM_BYTES_PER_TASK for each of the run's tasks where that is more. A full collection
+takes 0.04-0.1 s here: their number stays the same at any run size, and the garbage waiting
+under 8 bytes a task."""
 """How far into the input the first-rows preview looks for finished items."""
 
 
@@ -129,18 +139,17 @@ class Run:
         self._shipping_now: str | None = None
         self._sources = SourceMap([fn, options.validate])
         self.fn = fn
-        self.records = [TaskRecord(index, item) for index, item in enumerate(items)]
+        self._table = table = TaskTable(items)
         self._checkpoint: Checkpoint | None = None
         self._keys: list[str] = []
         if options.checkpoint is not None:
             self._checkpoint = Checkpoint(options.checkpoint, options.key)
             self._keys = [self._checkpoint.key_of(item) for item in items]
-            self._checkpoint.restore(self.records, self._keys)
+            self._checkpoint.restore(table, self._keys)
         self._cluster: cluster_module.KernelCluster | None = None
         self._key = uuid.uuid4().hex
         self._pickler = ItemPickler()
-        self._queue: deque[int] = deque(range(len(items)) if self._checkpoint is None else
-                                        (r.task for r in self.records if r.status == "pending"))
+        self._queue = TaskQueue(np.flatnonzero(table.status == PENDING))
         self._counts = {"pending": len(self._queue)}
         if len(self._queue) < len(items):
             self._counts["ok"] = len(items) - len(self._queue)
@@ -155,6 +164,7 @@ class Run:
         self._policy = BatchPolicy(options.batch, options.concurrency)
         self._events: SimpleQueue = SimpleQueue()
         self._msg_ids: set[str] = set()  # pruned from the client's history at the end
+        self._unreclaimed = 0  # result bytes returned since the last garbage collection
         self._replacements = 0
         self._cancel_requested = False
         self._cancelling = False
@@ -185,6 +195,12 @@ class Run:
         return self
 
     # -- public ----------------------------------------------------------------------
+
+    @property
+    def records(self) -> Records:
+        """Every item's TaskRecord, in input order: a read-only view whose records are built
+        when read (the run keeps its bookkeeping in columns, see tasktable.py)."""
+        return Records(self._table)
 
     @property
     def done(self) -> bool:
@@ -244,31 +260,31 @@ class Run:
             self._wait_or_raise(timeout)
         validate = self.options.validate
         schema = validate if isinstance(validate, dict) else None
-        return merged_frame(self.records, schema, self._labels)
+        return merged_frame(self._table, schema, self._labels)
 
     def errors(self, timeout: float | None = None, *, wait: bool = True) -> pd.DataFrame:
         """One row per failed item, with its error type, message and traceback; waits for the
         run to end, as `result()` does (cancelled items are not failures and are not here)."""
         if wait:
             self._wait_or_raise(timeout)
-        return errors_frame(self.records)
+        return errors_frame(self._table)
 
     def _wait_or_raise(self, timeout: float | None) -> None:
         if not self.wait(timeout):
             raise TimeoutError(f"the run did not end within {timeout:g} s "
-                               f"({self.snapshot().finished} of {len(self.records)} tasks "
+                               f"({self.snapshot().finished} of {len(self._table)} tasks "
                                "have ended); result(wait=False) gives the rows so far")
 
     def summary(self) -> RunSummary:
         """Wall time, summed task time, speedup, and per engine utilisation and failures, of the
         run so far (it does not wait)."""
-        return summarize(self.records, self.elapsed_s, self._peak_engines or None,
+        return summarize(self._table, self.elapsed_s, self._peak_engines or None,
                          shipments=self.shipments())
 
     def plot(self) -> Any:
         """A matplotlib Figure: each engine's task timeline and the duration histogram, of the
         run so far (it does not wait)."""
-        return plot_run(self.records, self._started_at)
+        return plot_run(self._table, self._started_at)
 
     @property
     def queued(self) -> int:
@@ -314,9 +330,9 @@ class Run:
         """An immutable picture of the run for views; costs O(engines), not O(tasks)."""
         sent = sum(s.has_payload for s in self._engines.values())
         return RunSnapshot(
-            total=len(self.records), counts=dict(self._counts), retried=self._retried,
+            total=len(self._table), counts=dict(self._counts), retried=self._retried,
             elapsed_s=self.elapsed_s, done=self.done, engines=self._engine_snapshots(),
-            marks=tuple(Mark(task, short_repr(self.records[task].item), *rest)
+            marks=tuple(Mark(task, short_repr(self._table.items[task]), *rest)
                         for task, *rest in list(self._marks)),
             marks_total=self._marks_total,
             failures=tuple(self._failures), first_rows=self._first_rows(),
@@ -351,24 +367,21 @@ class Run:
                 running_task=running.indices[0] if running is not None else None,
                 running_for_s=(now - running.started) if running is not None
                 and running.started is not None else None,
-                running_item=short_repr(self.records[running.indices[0]].item)
+                running_item=short_repr(self._table.items[running.indices[0]])
                 if running is not None else None))
         return tuple(engines)
 
     def _first_rows(self) -> tuple[PreviewRow, ...]:
         """The first finished items in input order (looking at most PREVIEW_SCAN deep)."""
-        rows = []
-        for record in self.records[:PREVIEW_SCAN]:
-            if record.status != "pending":
-                rows.append(self._preview(record.task))
-                if len(rows) == PREVIEW_ROWS:
-                    break
-        return tuple(rows)
+        finished = np.flatnonzero(self._table.status[:PREVIEW_SCAN] != PENDING)
+        return tuple(self._preview(task) for task in finished[:PREVIEW_ROWS].tolist())
 
     def _preview(self, index: int) -> PreviewRow:
-        record = self.records[index]
-        value = short_repr(record.value, 60) if record.status == "ok" else record.message or ""
-        return PreviewRow(record.task, short_repr(record.item), record.status, value)
+        table = self._table
+        status = table.status_of(index)
+        value = short_repr(table.values[index], 60) if status == "ok" \
+            else error_text(*table.error_of(index)) or ""
+        return PreviewRow(index, short_repr(table.items[index]), status, value)
 
     def __repr__(self) -> str:
         snap = self.snapshot()
@@ -462,7 +475,7 @@ class Run:
         cluster = self._started_cluster
         death = cluster.controller_death()
         if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
-            finished = sum(r.status != "pending" for r in self.records)
+            finished = len(self._table) - self._counts.get("pending", 0)
             what_next = "pp_notebook.start() starts a new cluster" if cluster.owned else \
                 "pp_notebook.connect() to it once it is back, or pp_notebook.start() a local one"
             self.failure = cluster_module.ClusterError(
@@ -482,7 +495,7 @@ class Run:
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
                     return
-                if self._queue[0] in self._solo and state.inflight:
+                if self._queue.peek() in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
                 self._send(state, self._take(self._policy.batch_size(len(self._queue),
                                                                      engines)))
@@ -507,30 +520,23 @@ class Run:
         for started, batch in sorted(running, key=lambda pair: pair[0]):
             if not idle or not self._policy.overdue(len(batch.indices), now - started):
                 continue
-            pending = [i for i in batch.indices if self.records[i].status == "pending"]
+            pending = [i for i in batch.indices if self._table.is_pending(i)]
             backup = self._send(idle.pop(), pending) if pending else None
             if backup is not None:
                 batch.partner, backup.partner = backup, batch
 
     def _take(self, size: int) -> list[int]:
-        first = self._queue.popleft()
-        taken = [first]
-        if first in self._solo:
-            return taken
-        while len(taken) < size and self._queue and self._queue[0] not in self._solo:
-            taken.append(self._queue.popleft())
-        return taken
+        return self._queue.take(size, alone=self._solo)
 
     def _send(self, state: _EngineState, indices: list[int]) -> _Batch | None:
         pairs = []
-        for index in indices:
+        for index, item in zip(indices, self._table.items[indices].tolist()):
             try:
-                pairs.append((index, self._pickler.dumps(self.records[index].item)))
+                pairs.append((index, self._pickler.dumps(item)))
             except Exception as exc:  # no retry: it would fail the same way
-                self.records[index].attempts += 1
-                self._finish(self.records[index], "error", retry=False,
-                             error_type=type(exc).__name__,
-                             error=f"item {index} ({type(self.records[index].item).__name__}) "
+                self._table.attempts[index] += 1
+                self._finish(index, "error", retry=False, error_type=type(exc).__name__,
+                             error=f"item {index} ({type(item).__name__}) "
                                    f"cannot be sent to an engine: {exc}")
         if not pairs:
             return None
@@ -545,7 +551,11 @@ class Run:
                                               options.timeout,
                                               self._policy.budget(len(pairs)),
                                               options.concurrency, options.memory_limit)
-        batch.future.add_done_callback(lambda _f, b=batch: self._events.put(b))
+        # The future holds its batch weakly: a cycle would keep every returned batch (its
+        # indices, its outcomes' bytes) until a full garbage collection, ~80 bytes a task.
+        # A batch dropped before its future ends was abandoned: its event is a mere wake-up.
+        held = weakref.ref(batch)
+        batch.future.add_done_callback(lambda _f: self._events.put(held()))
         self._msg_ids.update(batch.future.msg_ids)
         return batch
 
@@ -603,7 +613,7 @@ class Run:
             return
         state = self._engines[batch.engine]
         try:
-            outcomes = _outcomes_of(batch.future)
+            outcomes, nbytes = _outcomes_of(batch.future)
         except _EngineFailure as failure:
             kind, message = failure.args
             if kind == "EngineError":
@@ -612,11 +622,12 @@ class Run:
             self._release(state, batch)
             status: Status = "cancelled" if kind == "TaskAborted" else "error"
             for index in batch.indices:
-                if self.records[index].status == "pending":
-                    self.records[index].attempts += status == "error"
-                    self._finish(self.records[index], status, error_type=kind, error=message)
+                if self._table.is_pending(index):
+                    self._table.attempts[index] += status == "error"
+                    self._finish(index, status, error_type=kind, error=message)
             return
         self._release(state, batch)
+        self._reclaim(nbytes)
         if outcomes:  # the engine's clock against ours; the smallest gap is the closest
             *_, started, duration = outcomes[-1]
             offset = time.time() - (started + duration)
@@ -624,28 +635,40 @@ class Run:
                 state.clock_offset = offset
         info = self._started_cluster.engines.get(state.id)
         host, pid = (info.host, info.pid) if info is not None else (None, None)
-        for outcome in outcomes:
-            self._apply_outcome(state, host, pid, outcome)
+        self._apply_outcomes(state, self._table.host_code(host), pid, outcomes)
         seen = {outcome[0] for outcome in outcomes}  # their items' indices
         for index in reversed(self._uncovered(batch, batch.indices)):
             if index not in seen:  # not started: the batch ran out of budget, or cancel
                 if self._cancelling:
-                    self._finish(self.records[index], "cancelled", error="the run was cancelled")
+                    self._finish(index, "cancelled", error="the run was cancelled")
                 else:
-                    self._queue.appendleft(index)
+                    self._queue.push_front([index])
         self._supersede(batch.partner)
+
+    def _reclaim(self, nbytes: int) -> None:
+        """Collect garbage once enough results have come back since the last time (see
+        RECLAIM_BYTES).
+
+        ipyparallel's AsyncResult is a reference cycle (its callbacks are its own methods), so
+        each returned batch's bytes wait for a full collection; Python runs one only when
+        garbage is many objects, not when it is few and big (1,000,000 no-ops left ~40 bytes a
+        task behind)."""
+        self._unreclaimed += nbytes
+        if self._unreclaimed >= max(RECLAIM_BYTES, RECLAIM_BYTES_PER_TASK * len(self._table)):
+            self._unreclaimed = 0
+            gc.collect()
 
     def _uncovered(self, batch: _Batch, indices: list[int]) -> list[int]:
         """Of `indices`, those still pending and not held by the batch's live other copy."""
         partner = batch.partner
         covered = set(partner.indices) if partner is not None and not partner.abandoned \
             and partner.future is not None and not partner.future.done() else ()
-        return [i for i in indices if self.records[i].status == "pending" and i not in covered]
+        return [i for i in indices if self._table.is_pending(i) and i not in covered]
 
     def _supersede(self, batch: _Batch | None) -> None:
         """Stop the other copy of a speculated batch once every item it holds has ended."""
         if batch is None or batch.abandoned or batch.superseded or batch.future.done() \
-                or any(self.records[i].status == "pending" for i in batch.indices):
+                or any(self._table.is_pending(i) for i in batch.indices):
             return
         batch.superseded = True
         batch.interrupted = time.monotonic()
@@ -657,60 +680,88 @@ class Run:
         if state.inflight and state.inflight[0].started is None:
             state.inflight[0].started = time.monotonic()
 
-    def _apply_outcome(self, state: _EngineState, host: str | None, pid: int | None,
-                       outcome: Outcome) -> None:
-        """Record one attempt's outcome (this runs once per item: kept lean)."""
-        index, status, value, error_type, error, traceback, output, started, duration = outcome
-        record = self.records[index]
-        state.busy_s += duration
-        if record.status != "pending":  # the other copy of a speculated item won
+    def _apply_outcomes(self, state: _EngineState, host: int, pid: int | None,
+                        outcomes: list[Outcome]) -> None:
+        """Record a returned batch's attempts: the columns of all at once, then each item's
+        end (this runs for every item: the common case, all ok, is a few array writes)."""
+        table = self._table
+        columns: list[Sequence[Any]] = list(zip(*outcomes))
+        if not columns:
             return
-        record.attempts += 1
-        record.engine, record.host, record.pid = state.id, host, pid
-        record.started = started + (state.clock_offset or 0.0)
-        record.duration_s = duration
-        record.output = output
-        self._log_attempt(record, status)
-        self._policy.observe(duration)
-        if status == "cancelled" and not self._cancelling:
-            record.attempts -= 1  # an interrupt that was not meant for it: run it again
-            self._queue.appendleft(index)
+        tasks = np.fromiter(columns[0], np.int64, len(columns[0]))
+        fresh = table.status[tasks] == PENDING
+        state.busy_s += sum(columns[8])
+        if not fresh.all():  # the other copy of a speculated item won
+            columns = [[c for c, pending in zip(column, fresh.tolist()) if pending]
+                       for column in columns]
+            tasks = tasks[fresh]
+            if not len(tasks):
+                return
+        index, status, value, error_type, error, traceback, output, started, duration = columns
+        table.set_attempts(tasks, state.id, host, pid,
+                           np.fromiter(started, float, len(tasks)) + (state.clock_offset or 0.0),
+                           np.fromiter(duration, float, len(tasks)), output)
+        self._log_attempts(index, status)
+        self._policy.observe(sum(duration), len(duration))
+        if status.count("ok") == len(status):
+            state.done += len(status)
+            self._finish_ok(tasks, value)
             return
-        state.done += status != "cancelled"  # an interrupted task did not get done
-        if status == "ok":
-            self._finish(record, status, value=value)
-            return
-        state.failed += status in FAILED
-        self._finish(record, status, value=value, error_type=error_type, error=error,
-                     traceback=self._sources.repair(traceback))
+        ok = [i for i, end in enumerate(status) if end == "ok"]
+        state.done += len(ok)
+        self._finish_ok(tasks[ok], [value[i] for i in ok])
+        for i in (i for i, end in enumerate(status) if end != "ok"):
+            if status[i] == "cancelled" and not self._cancelling:
+                table.attempts[index[i]] -= 1  # an interrupt not meant for it: run it again
+                self._queue.push_front([index[i]])
+                continue
+            state.done += status[i] != "cancelled"  # an interrupted task did not get done
+            state.failed += status[i] in FAILED
+            self._finish(index[i], status[i], value=value[i], error_type=error_type[i],
+                         error=error[i], traceback=self._sources.repair(traceback[i]))
 
-    def _finish(self, record: TaskRecord, status: Status, *, value: Any = None,
+    def _finish_ok(self, tasks: np.ndarray, values: Sequence[Any]) -> None:
+        """Give pending tasks their successful end, all at once."""
+        if not len(tasks):
+            return
+        self._counts["pending"] -= len(tasks)
+        self._counts["ok"] = self._counts.get("ok", 0) + len(tasks)
+        self._table.set_ok(tasks, values)
+        self._latest.extend(tasks[-PREVIEW_ROWS:].tolist())
+        if self._checkpoint is not None:
+            for task in tasks.tolist():
+                self._checkpoint.add(self._keys[task], self._table, task)
+
+    def _finish(self, index: int, status: Status, *, value: Any = None,
                 error_type: str | None = None, error: str | None = None,
                 traceback: str | None = None, retry: bool = True) -> None:
-        """Give a record its end, or requeue it while it has retries left."""
-        record.error_type, record.error, record.traceback = error_type, error, traceback
+        """Give a task an end other than ok (see _finish_ok), or requeue it while it has
+        retries left."""
+        table = self._table
+        table.set_error(index, error_type, error, traceback)
         if retry and status in FAILED \
-                and record.attempts <= self.options.retries and not self._cancelling:
+                and table.attempts[index] <= self.options.retries and not self._cancelling:
             self._retried += 1
-            self._queue.append(record.task)
+            self._queue.push_back([index])
             return
-        if record.status != status:
-            self._counts[record.status] -= 1
+        old = table.status_of(index)
+        if old != status:
+            self._counts[old] -= 1
             self._counts[status] = self._counts.get(status, 0) + 1
-        record.status, record.value = status, value
-        self._latest.append(record.task)
+            table.set_status(index, status)
+        table.values[index] = value
+        self._latest.append(index)
         if status in FAILED:
-            self._failures.append(Failure(record.task, short_repr(record.item), status,
-                                          record.message or "", record.traceback))
-        if status == "ok" and self._checkpoint is not None:
-            self._checkpoint.add(self._keys[record.task], record)
+            self._failures.append(Failure(index, short_repr(table.items[index]), status,
+                                          error_text(error_type, error) or "", traceback))
 
-    def _log_attempt(self, record: TaskRecord, status: Status) -> None:
-        """Keep one finished attempt for the timeline (as a tuple: this runs once per item)."""
-        assert record.started is not None, "the caller sets the attempt's start first"
-        self._marks.append((record.task, record.engine, record.started - self._started_at,
-                            record.duration_s, status))
-        self._marks_total += 1
+    def _log_attempts(self, tasks: Sequence[int], statuses: Sequence[Status]) -> None:
+        """Keep finished attempts for the timeline: the latest MARKS_KEPT, as tuples."""
+        kept, table = list(tasks[-MARKS_KEPT:]), self._table
+        self._marks.extend(zip(kept, table.engine[kept].tolist(),
+                               (table.started[kept] - self._started_at).tolist(),
+                               table.duration_s[kept].tolist(), statuses[-MARKS_KEPT:]))
+        self._marks_total += len(tasks)
 
     def _engine_lost(self, state: _EngineState, how: str) -> None:
         """Requeue what a dead engine held; charge an attempt only to a proven culprit.
@@ -735,15 +786,15 @@ class Run:
             indices = self._uncovered(batch, batch.indices)
             if self._cancelling and batch.killed_for != "timeout":
                 for index in indices:
-                    self._finish(self.records[index], "cancelled", error="the run was cancelled")
+                    self._finish(index, "cancelled", error="the run was cancelled")
                 continue
             charged = [i for i in indices if i in culprits] if batch is running else []
             innocent = [i for i in indices if i not in charged]
             if running is not None and not culprits:
                 self._solo.update(innocent)
-            self._queue.extendleft(reversed(innocent))
+            self._queue.push_front(innocent)
             for index in charged:
-                self._charge_death(self.records[index], state.id, batch, where, how)
+                self._charge_death(index, state.id, batch, where, how)
         if cluster.owned and not self._cancelling and state.id not in cluster.retiring:
             cluster.add_engines(1, wait=False)
             self._replacements += 1
@@ -763,24 +814,25 @@ class Run:
             return set(running.indices)
         return set()
 
-    def _charge_death(self, record: TaskRecord, engine: int, batch: _Batch, where: str,
+    def _charge_death(self, index: int, engine: int, batch: _Batch, where: str,
                       how: str) -> None:
-        """An attempt of `record` ended with its engine: a timeout when the client ended the
-        engine for it, else `lost` (retried while it has retries left)."""
+        """An attempt of task `index` ended with its engine: a timeout when the client ended
+        the engine for it, else `lost` (retried while it has retries left)."""
         assert batch.started is not None  # it is the engine's running batch
-        record.attempts += 1
-        record.engine = engine
-        record.duration_s = time.monotonic() - batch.started  # the client's estimate
-        record.started = time.time() - record.duration_s
-        self._log_attempt(record, "timeout" if batch.killed_for == "timeout" else "lost")
+        duration = time.monotonic() - batch.started  # the client's estimate
+        table = self._table
+        table.attempts[index] += 1
+        table.engine[index], table.duration_s[index] = engine, duration
+        table.started[index] = time.time() - duration
+        self._log_attempts([index], ["timeout" if batch.killed_for == "timeout" else "lost"])
         if batch.killed_for == "timeout":
-            self._finish(record, "timeout", error_type="TaskTimeout",
+            self._finish(index, "timeout", error_type="TaskTimeout",
                          error=f"task ignored its time limit of {self.options.timeout:g} s "
                                f"and the interrupt; {where} was ended and replaced")
         else:
-            self._finish(record, "lost", error_type="EngineDied",
+            self._finish(index, "lost", error_type="EngineDied",
                          error=f"{where} {how} while running this task "
-                               f"(attempt {record.attempts} of {self.options.retries + 1})")
+                               f"(attempt {table.attempts[index]} of {self.options.retries + 1})")
 
     def _watchdog(self) -> None:
         """End tasks that ignored their timeout, and engines that ignored a cancel."""
@@ -812,9 +864,9 @@ class Run:
 
     def _begin_cancel(self) -> None:
         self._cancelling = True
-        while self._queue:
-            self._finish(self.records[self._queue.popleft()], "cancelled",
-                         error="the run was cancelled")
+        for index in self._queue:
+            self._finish(index, "cancelled", error="the run was cancelled")
+        self._queue.clear()
         cluster = self._started_cluster
         client = cluster.client
         for state in self._engines.values():
@@ -832,12 +884,11 @@ class Run:
         for state in self._engines.values():
             for batch in state.inflight:
                 batch.abandoned = True
-                self._queue.extend(batch.indices)
+                self._queue.push_back(batch.indices)
             state.inflight.clear()
-        for index in set(self._queue):
-            record = self.records[index]
-            if record.status == "pending":
-                self._finish(record, status, error_type="RunStopped", error=reason, retry=False)
+        for index in np.unique(np.fromiter(self._queue, np.int64, len(self._queue))).tolist():
+            if self._table.is_pending(index):
+                self._finish(index, status, error_type="RunStopped", error=reason, retry=False)
         self._queue.clear()
 
     def _clean_up(self) -> None:
@@ -862,7 +913,8 @@ def _call(callback: Callable[[Run], Any], run: Run) -> None:
         logging.getLogger(__name__).exception("a done-callback of %r raised", run)
 
 
-def _outcomes_of(future: Any) -> list[Outcome]:
+def _outcomes_of(future: Any) -> tuple[list[Outcome], int]:
+    """A returned batch's Outcomes, and the size of the bytes they came in."""
     try:
         raw = future.get(0)
     except ipp.error.RemoteError as exc:
@@ -874,7 +926,7 @@ def _outcomes_of(future: Any) -> list[Outcome]:
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__, str(exc)) from None
     try:
-        return pickle.loads(raw)  # plain tuples in Outcome's field order
+        return pickle.loads(raw), len(raw)  # plain tuples in Outcome's field order
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__,
                              f"results could not be read on the client: {exc}") from None

@@ -6,43 +6,48 @@ cell's value) and users can still `fig.savefig(...)` it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..records import TaskRecord
+from ..records import TaskRecord, table_of
 from ..snapshot import FAILED
+from ..tasktable import CODES, NONE, STATUS_NAMES, TaskTable
 from .theme import STATUS_COLOURS
 
 
-def plot_run(records: Sequence[TaskRecord], started_at: float) -> Figure:
+def plot_run(records: TaskTable | Iterable[TaskRecord], started_at: float) -> Figure:
     """Left: one lane per engine, one bar per finished task coloured by status, x = seconds
     since the run started at `started_at` (client clock). Right: the histogram of task
-    durations."""
-    timed = [r for r in records if r.engine is not None and r.started is not None
-             and r.duration_s is not None]  # so the casts below hold
-    engines = sorted({cast(int, r.engine) for r in timed})
+    durations. Reads the table's columns, not a TaskRecord per task."""
+    table = table_of(records)
+    timed = np.flatnonzero((table.engine != NONE) & ~np.isnan(table.started)
+                           & ~np.isnan(table.duration_s))
+    engines = np.unique(table.engine[timed]).tolist()
     fig, (timeline, histogram) = plt.subplots(
         1, 2, figsize=(10, 1.6 + 0.35 * max(len(engines), 2)),
         gridspec_kw={"width_ratios": [3, 1]}, layout="constrained")
     plt.close(fig)
-    _draw_timeline(timeline, timed, engines, started_at)
-    _draw_histogram(histogram, [cast(float, r.duration_s) for r in timed],
-                    [r.status for r in timed])
+    statuses = STATUS_NAMES[table.status[timed]]
+    _draw_timeline(timeline, table, timed, engines, started_at)
+    _draw_histogram(histogram, table.duration_s[timed].tolist(), statuses.tolist())
     return fig
 
 
-def _draw_timeline(ax, timed: list, engines: list[int], t0: float) -> None:
-    hosts = {r.engine: r.host for r in timed}
-    statuses = sorted({r.status for r in timed}, key=list(STATUS_COLOURS).index)
+def _draw_timeline(ax, table: TaskTable, timed: np.ndarray, engines: list[int],
+                   t0: float) -> None:
+    hosts = dict(zip(table.engine[timed].tolist(), table.host_names()[timed]))  # the last one
+    codes = table.status[timed]
+    statuses = sorted(set(STATUS_NAMES[codes]), key=list(STATUS_COLOURS).index)
     for lane, engine in enumerate(engines):
-        mine = [r for r in timed if r.engine == engine]
+        mine = timed[table.engine[timed] == engine]
         for status in statuses:
-            bars = [(r.started - t0, r.duration_s) for r in mine if r.status == status]
+            tasks = mine[table.status[mine] == CODES[status]]
+            bars = list(zip((table.started[tasks] - t0).tolist(),
+                            table.duration_s[tasks].tolist()))
             if bars:
                 ax.broken_barh(bars, (lane - 0.4, 0.8), facecolors=STATUS_COLOURS[status],
                                edgecolor="white", linewidth=0.3)

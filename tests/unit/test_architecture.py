@@ -71,6 +71,10 @@ def test_leaf_modules_import_nothing_of_the_package():
     assert {name: graph[name] for name in LEAVES if graph[name]} == {}
 
 
+def test_the_task_table_knows_the_statuses_and_nothing_else_of_the_package():
+    assert imports()["pp_notebook.tasktable"] == {"pp_notebook.snapshot"}
+
+
 def test_only_the_entry_layer_reaches_the_views():
     graph = imports()
     reaching = {name for name, targets in graph.items() if not name.startswith(

@@ -8,11 +8,13 @@ import sqlite3
 import struct
 import threading
 import zlib
+from dataclasses import replace
 
 import pytest
 
 from pp_notebook.checkpoint import Checkpoint
-from pp_notebook.records import TaskRecord
+from pp_notebook.records import Records, TaskRecord, table_of
+from pp_notebook.tasktable import TaskTable
 
 
 def done(task, value, **fields):
@@ -21,19 +23,24 @@ def done(task, value, **fields):
     return TaskRecord(task, task, "ok", value, **fields)
 
 
+def add(checkpoint, record):
+    """Queue `record`'s row, as a run does from its table."""
+    checkpoint.add(checkpoint.key_of(record.item), table_of([replace(record, task=0)]), 0)
+
+
 def save(path, records, key=None):
     checkpoint = Checkpoint(path, key)
     for record in records:
-        checkpoint.add(checkpoint.key_of(record.item), record)
+        add(checkpoint, record)
     checkpoint.close()
 
 
 def restored(path, items, key=None):
     checkpoint = Checkpoint(path, key)
-    records = [TaskRecord(i, item) for i, item in enumerate(items)]
-    count = checkpoint.restore(records, [checkpoint.key_of(item) for item in items])
+    table = TaskTable(list(items))
+    count = checkpoint.restore(table, [checkpoint.key_of(item) for item in table.items])
     checkpoint.close()
-    return count, records
+    return count, Records(table)
 
 
 def files(folder):
@@ -70,10 +77,10 @@ def test_only_flushed_items_survive_a_sigkill(tmp_path):
         try:
             checkpoint = Checkpoint(path)
             for i in range(3):
-                checkpoint.add(checkpoint.key_of(i), done(i, i * 10))
+                add(checkpoint, done(i, i * 10))
             checkpoint.flush()
             for i in range(3, 5):
-                checkpoint.add(checkpoint.key_of(i), done(i, i * 10))
+                add(checkpoint, done(i, i * 10))
             os.kill(os.getpid(), signal.SIGKILL)
         finally:
             os._exit(1)
@@ -89,10 +96,10 @@ def test_only_flushed_items_survive_a_sigkill(tmp_path):
 def test_add_flush_and_close_work_from_another_thread(tmp_path):
     path = tmp_path / "run.ckpt"
     checkpoint = Checkpoint(path)  # made in the caller's thread, used by the run's thread
-    assert checkpoint.restore([TaskRecord(0, 0)], [checkpoint.key_of(0)]) == 0
+    assert checkpoint.restore(TaskTable([0]), [checkpoint.key_of(0)]) == 0
 
     def scheduling():
-        checkpoint.add(checkpoint.key_of(0), done(0, "zero"))
+        add(checkpoint, done(0, "zero"))
         checkpoint.flush()
         checkpoint.close()
 
