@@ -23,11 +23,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, NamedTuple
 
 import ipyparallel as ipp
 import numpy as np
 import pandas as pd
+from ipyparallel.serialize import PrePickled
 
 from . import cluster as cluster_module
 from . import fmt
@@ -81,6 +82,18 @@ under 8 bytes a task."""
 
 class _EngineFailure(Exception):
     """A batch came back as an ipyparallel error instead of Outcomes."""
+
+
+class _BatchCall(NamedTuple):
+    """`run_batch` and the arguments every batch of a run shares, pickled once: ipyparallel
+    pickles the function and each argument on every call, but passes a PrePickled through."""
+
+    fn: PrePickled
+    key: PrePickled
+    no_payload: PrePickled
+    timeout: PrePickled
+    concurrency: PrePickled
+    memory_limit: PrePickled
 
 
 @dataclass(eq=False)
@@ -148,6 +161,7 @@ class Run:
             self._checkpoint.restore(table, self._keys)
         self._cluster: cluster_module.KernelCluster | None = None
         self._key = uuid.uuid4().hex
+        self._call: _BatchCall | None = None
         self._pickler = ItemPickler()
         self._queue = TaskQueue(np.flatnonzero(table.status == PENDING))
         self._counts = {"pending": len(self._queue)}
@@ -546,11 +560,11 @@ class Run:
         if not state.inflight:
             batch.started = time.monotonic()
         state.inflight.append(batch)
-        options = self.options
-        batch.future = state.view.apply_async(run_batch, self._key, payload, pickle.dumps(pairs),
-                                              options.timeout,
-                                              self._policy.budget(len(pairs)),
-                                              options.concurrency, options.memory_limit)
+        call = self._batch_call()
+        batch.future = state.view.apply_async(
+            call.fn, call.key, call.no_payload if payload is None else payload,
+            pickle.dumps(pairs), call.timeout, self._policy.budget(len(pairs)),
+            call.concurrency, call.memory_limit)
         # The future holds its batch weakly: a cycle would keep every returned batch (its
         # indices, its outcomes' bytes) until a full garbage collection, ~80 bytes a task.
         # A batch dropped before its future ends was abandoned: its event is a mere wake-up.
@@ -558,6 +572,16 @@ class Run:
         batch.future.add_done_callback(lambda _f: self._events.put(held()))
         self._msg_ids.update(batch.future.msg_ids)
         return batch
+
+    def _batch_call(self) -> _BatchCall:
+        """The run's shared call parts, pickled on first use: by then the engines' set-up
+        has chosen the pickler (cloudpickle) that ipyparallel serialises with."""
+        if self._call is None:
+            options = self.options
+            self._call = _BatchCall(*map(PrePickled, (
+                run_batch, self._key, None, options.timeout, options.concurrency,
+                options.memory_limit)))
+        return self._call
 
     def _ship_shared(self, state: _EngineState) -> bytes:
         """Before an engine's first batch, make sure its host holds the run's shared values
