@@ -99,18 +99,27 @@ def test_a_parallel_cell_runs_on_engines_that_pp_start_submitted_as_slurm_jobs(s
     assert wait_until(lambda: not slurm.jobs(), 20, interval=0.2), slurm.jobs()
 
 
-def test_cancelling_an_engines_job_mid_run_requeues_its_tasks_and_loses_nothing(slurm_cluster):
+@pytest.mark.parametrize("ending", ["scancel", "time limit"])
+def test_an_engines_job_ending_mid_run_requeues_its_tasks_and_loses_nothing(slurm_cluster,
+                                                                           ending):
     slurm = slurm_cluster
     pp.start(2, launcher="slurm", controller_ip=IFACE)
     first = {engine["job"] for engine in pp.status()["engines"]}
-    run = pp.map(nap, range(40))
+    items = range(40 if ending == "scancel" else 400)  # time limits are enforced every 30 s
+    run = pp.map(nap, items)
     assert wait_until(lambda: run.snapshot().completed >= 4, 30)
     victim = sorted(first)[0]
-    slurm.command("scancel", victim)
+    if ending == "scancel":
+        slurm.command("scancel", victim)
+    else:  # its time limit is up now: slurmctld ends it at its next check
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        slurm.command("scontrol", "update", f"JobId={victim}", f"EndTime={now}")
+    assert wait_until(lambda: victim not in running_jobs(slurm), 40, interval=0.2)
+    assert not run.done  # the job ended mid-run
     df = run.result()
     assert run.failure is None, run.failure
     assert (df["status"] == "ok").all(), df[["status", "error"]]
-    assert list(df["result"]) == list(range(40))
+    assert list(df["result"]) == list(items)
     assert wait_until(lambda: len(pp.status()["engines"]) == 2, 30), pp.status()
     now = {engine["job"] for engine in pp.status()["engines"]}
     assert victim not in now and len(now - first) == 1  # its replacement: a new job
