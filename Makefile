@@ -60,6 +60,9 @@ demo: venv  ## run the quickstart headless and print its summary
 bench: venv  ## pp_notebook beside its peers, one table (benchmarks/README.md)
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_shared.py
+	$(PY) benchmarks/bench_memory.py --sizes 1e4,1e5,1e6
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_first_cell.py
 	$(PY) benchmarks/bench_dashboard.py
 
 clean:
