@@ -16,7 +16,7 @@ from ipyparallel.cluster import launcher as launcher_module
 
 import pp_notebook as pp
 from pp_notebook.cluster import handle as handle_module
-from pp_notebook.cluster.files import CLUSTER_ID_PREFIX
+from pp_notebook.cluster.files import CLUSTER_ID_PREFIX, cluster_files, remove_files
 from pp_notebook.cluster.handle import start_cluster
 
 from helpers import pid_alive, wait_until
@@ -92,10 +92,12 @@ def test_connect_uses_a_cluster_started_elsewhere_and_leaves_it_running(tmp_path
         assert len(result["status"]["engines"]) == 1
         # pp.stop() only disconnected: the cluster started elsewhere still answers
         client = foreign.connect_client_sync()
-        assert client[:].apply_sync(lambda: 7) == [7]
+        assert client[:].apply_sync(abs, -7) == [7]  # a builtin: no pickler needed
         client.close()
     finally:
         foreign.stop_cluster_sync()
+        remove_files(cluster_files(foreign.profile_dir, "pp-test-foreign"))  # ipyparallel
+        # leaves its engine-state file: the test's cluster leaves nothing in the profile
 
 
 def test_connecting_to_a_missing_cluster_says_how_to_start_one():

@@ -44,6 +44,8 @@ def test_the_binder_environment_imports_the_package_it_built(binder_env):
 def test_each_notebook_runs_and_passes_its_own_checks(binder_env, notebook, tmp_path):
     venv, env = binder_env
     runner = REPO / "notebooks" / "run_notebook.py"
+    env = dict(env, IPYTHONDIR=str(tmp_path / "ipython"))  # what a notebook's clusters leave
+    # in their profile (the ipcluster it starts, say) goes with the test's folder
     done = subprocess.run([str(venv / "bin" / "python"), str(runner),
                            str(notebook)], capture_output=True, text=True, env=env, timeout=600,
                           cwd=tmp_path)
