@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .files import cluster_files, new_cluster_id, prune_dead, remove_files
 from .launchers import LAUNCHERS, Launcher, job_state
-from .reaper import SCANCEL_TIMEOUT_S, Reaper
+from .reaper import Reaper, cancel_jobs
 from .transport import controller_address, encryption_args
 from .watch import ControllerWatch
 
@@ -487,18 +486,13 @@ class KernelCluster:
             with self._lock:
                 _quiet_stop(self.cluster)
                 if self.jobs:  # jobs whose engine set did not stop (one ended already)
-                    _cancel(sorted(self.jobs))
+                    jobs = sorted(self.jobs)
+                    if not cancel_jobs(jobs):
+                        log.warning("pp_notebook: could not cancel the Slurm jobs %s",
+                                    " ".join(jobs))
                 _on_cluster_loop(_remove_leftovers(self.cluster.profile_dir, self.cluster_id))
                 if self._reaper is not None:
                     self._reaper.close()
-
-
-def _cancel(jobs: list[str]) -> None:
-    """`scancel` the jobs, within SCANCEL_TIMEOUT_S (it retries while slurmctld is away)."""
-    try:
-        subprocess.run(["scancel", *jobs], capture_output=True, timeout=SCANCEL_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        log.warning("pp_notebook: could not cancel the Slurm jobs %s", " ".join(jobs))
 
 
 def _launchers(engine_set: Any) -> list:

@@ -110,6 +110,18 @@ def _reap(watched: list[tuple[int, float]]) -> None:
             pass
 
 
+def cancel_jobs(jobs: list[str]) -> bool:
+    """`scancel` the Slurm jobs within SCANCEL_TIMEOUT_S (it retries while slurmctld does
+    not answer); False when it could not run or finish (no scancel here, no slurmctld). Jobs
+    that ended already make it complain: it still cancels the others."""
+    try:
+        subprocess.run(["scancel", *jobs], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=SCANCEL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
 def main() -> None:
     watched, patterns, jobs = [], [], []
     for line in sys.stdin:  # until EOF: the kernel closed the pipe or died
@@ -120,12 +132,8 @@ def main() -> None:
             jobs.append(rest)
         else:
             watched.append((int(first), float(rest)))
-    if jobs:  # ended jobs make scancel complain: it still cancels the others
-        try:
-            subprocess.run(["scancel", *jobs], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=SCANCEL_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired):  # no scancel here, or no slurmctld
-            pass
+    if jobs:
+        cancel_jobs(jobs)
     _reap(watched)
     remove_files(patterns)
 
