@@ -225,13 +225,18 @@ if x >= 2:
 x"""
 
 
-def _dashboard_comm(kc, msg_id: str, seen: list, until: float) -> str:
-    """The comm id of the dashboard widget the cell `msg_id` opened."""
+def _iopub_until(kc, until: float):
+    """The kernel's iopub messages as they come, until the monotonic time `until`."""
     while time.monotonic() < until:
         try:
-            msg = kc.get_iopub_msg(timeout=0.2)
+            yield kc.get_iopub_msg(timeout=0.2)
         except queue.Empty:
             continue
+
+
+def _dashboard_comm(kc, msg_id: str, seen: list, until: float) -> str:
+    """The comm id of the dashboard widget the cell `msg_id` opened."""
+    for msg in _iopub_until(kc, until):
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         seen.append(msg)
@@ -244,11 +249,7 @@ def _dashboard_comm(kc, msg_id: str, seen: list, until: float) -> str:
 
 def _wait_for_progress(kc, comm_id: str, completed: int, until: float) -> None:
     """Until the dashboard's state says `completed` items have ended."""
-    while time.monotonic() < until:
-        try:
-            msg = kc.get_iopub_msg(timeout=0.2)
-        except queue.Empty:
-            continue
+    for msg in _iopub_until(kc, until):
         content = msg["content"]
         if msg["msg_type"] == "comm_msg" and content["comm_id"] == comm_id:
             progress = content["data"].get("state", {}).get("progress", {})
