@@ -320,8 +320,10 @@ class KernelCluster:
 
     def _wait_for_engines(self) -> None:
         """Wait until every engine set started has registered or been given up."""
-        while self.refresh() is not None and self._waiting:
+        self.refresh()
+        while self._waiting:  # refresh() registers an engine set, or gives it up
             time.sleep(0.02)
+            self.refresh()
         self.wait_for_info()
         if not self.live_ids():
             reasons = "\n".join(n.reason for n in self.not_granted)
