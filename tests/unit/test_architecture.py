@@ -2,6 +2,9 @@
 nothing of the package, and only the entry layer (api, magic) and Run.plot reach the views."""
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,20 @@ def test_only_the_entry_layer_reaches_the_views():
 
 def test_the_package_ships_its_type_information():
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_an_engine_importing_the_engine_module_loads_nothing_else_of_the_client():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pp_notebook.engine; print(sorted(m for m in "
+         "sys.modules if m.split('.')[0] in ('pp_notebook', 'pandas', 'matplotlib', "
+         "'ipyparallel')))"], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['pp_notebook', 'pp_notebook.engine']"
+
+
+def test_every_public_name_resolves_from_the_package():
+    package = importlib.import_module("pp_notebook")
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        package.nonesuch  # noqa: B018
