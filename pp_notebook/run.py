@@ -804,6 +804,10 @@ class Run:
         where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
                                          if info and info.pid else "")
         running = batches[0] if batches and batches[0].started is not None else None
+        if running is not None and running.interrupted is not None \
+                and running.killed_for is None:  # it ignored the interrupt: end it (frozen?)
+            running.killed_for = self._interrupted_for(running)
+            cluster.kill_engine(state.id, state.pid, state.host)
         culprits = self._culprits(running, alone=len(batches) == 1)
         for batch in batches:
             batch.abandoned = True
@@ -878,13 +882,17 @@ class Run:
                 continue
             if batch.interrupted is not None:
                 if now - batch.interrupted > (CANCEL_GRACE_S if self._cancelling else grace):
-                    batch.killed_for = "cancel" if self._cancelling or batch.superseded \
-                        else "timeout"
-                    self._started_cluster.kill_engine(state.id)
+                    batch.killed_for = self._interrupted_for(batch)
+                    self._started_cluster.kill_engine(state.id, state.pid, state.host)
                     self._engine_lost(state, "was ended")
             elif timeout is not None and now - batch.started > BATCH_BUDGET_S + timeout + grace:
                 batch.interrupted = now
                 self._started_cluster.interrupt_engine(state.id)
+
+    def _interrupted_for(self, batch: _Batch) -> str:
+        """Why the client interrupted a running batch: the cancel (of the run, or of a copy
+        another engine finished first), else its timeout."""
+        return "cancel" if self._cancelling or batch.superseded else "timeout"
 
     def _begin_cancel(self) -> None:
         self._cancelling = True

@@ -351,18 +351,20 @@ class KernelCluster:
         with self._lock:
             _on_cluster_loop(cluster.stop_engines(info.engine_set))
 
-    def kill_engine(self, eid: int) -> None:
-        """End an engine that does not respond (its task ignores interrupts)."""
+    def kill_engine(self, eid: int, pid: int | None = None, host: str | None = None) -> None:
+        """End an engine that does not respond (its task ignores interrupts). `pid` and
+        `host`: the engine's as a run knew them, for one the controller has given up already
+        (a frozen engine's heart stops too) and this handle may have forgotten."""
         info = self.engines.get(eid)
-        if self.owned and info is not None and info.pid is not None \
-                and info.host == CLIENT_HOST:
+        if info is not None and info.pid is not None:
+            pid, host = info.pid, info.host
+        if self.owned and pid is not None and host == CLIENT_HOST:
             try:
-                os.kill(info.pid, signal.SIGKILL)
-                return
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                return
-        # An engine elsewhere: ask its nanny, which runs beside it.
-        self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
+                pass
+        elif eid in self.client.ids:  # an engine elsewhere: ask its nanny, beside it
+            self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
 
     def published(self, future: Any) -> dict:
         """What the engine published (ipyparallel data messages) while it ran the request
