@@ -1,12 +1,13 @@
 """One connected cluster: its client, its engines' facts, and (when this process started it)
 the `ipp.Cluster` that adds, stops and replaces engines.
 
-A cluster is started with settings measured to come up in about 2 s on 2 cores (DESIGN.md):
-no launcher delay, a 500 ms heartbeat, and no results database. Each engine is its own
-engine set (with a scheduler, its own job), so a single engine can be stopped or replaced
-without touching the others. An engine set whose engine does not register within the
-cluster's deadline (a job left pending) is given up: stopped, logged and listed as not
-granted, never waited for.
+A cluster is started with settings measured to come up fast on 2 cores
+(benchmarks/bench_core.py): local engines launched beside the controller (they wait for its
+connection file), no launcher delay, a short heartbeat, and no results database. Each
+engine is its own engine set (with a scheduler, its own job), so a single engine can be
+stopped or replaced without touching the others. An engine set whose engine does not
+register within the cluster's deadline (a job left pending) is given up: stopped, logged
+and listed as not granted, never waited for.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ RECONNECT_GRACE_S = 1.0
 """A closed connection to the controller counts as its death once not made again this long
 (libzmq retries every 0.1 s): a controller that went away, not a blip."""
 
-# A 500 ms heartbeat: start-up near 2 s and dead engines noticed quickly. No results database:
-# the controller would otherwise keep every result (measured: +200 MB over 20,000 10 kB results).
-FAST_CONTROLLER_ARGS = ["--HeartMonitor.period=500", "--nodb"]
+HEARTBEAT_MS_PER_ENGINE, HEARTBEAT_MS_RANGE = 10, (100, 500)
+SILENT_HOST_S = 5.0
+"""A host whose engines' hearts have not answered for this long is dead (any period)."""
 REGISTER_TIMEOUT_S = 120.0
 """How long an engine may take to register (with a scheduler: its job to be granted and
 start) before it is given up."""
@@ -93,13 +94,17 @@ class _Waiting:
 
 
 class KernelCluster:
-    """A connected ipyparallel client, plus the `ipp.Cluster` when this process started it."""
+    """A connected ipyparallel client, plus the `ipp.Cluster` when this process started it.
 
-    def __init__(self, client: ipp.Client, cluster: ipp.Cluster | None = None,
+    `client` None: connect to `cluster`, whose controller has just been started, once its
+    first `engines` engine sets are launched; local engines then start beside the controller
+    (they wait for its connection file) instead of after it.
+    """
+
+    def __init__(self, client: ipp.Client | None, cluster: ipp.Cluster | None = None,
                  cluster_id: str = "", launcher: Launcher = LAUNCHERS["local"],
                  launcher_options: Mapping[str, Any] | None = None,
-                 register_timeout: float = REGISTER_TIMEOUT_S) -> None:
-        self.client = client
+                 register_timeout: float = REGISTER_TIMEOUT_S, engines: int = 0) -> None:
         self.cluster = cluster
         self.launcher = launcher
         self.launcher_options = dict(launcher_options or {})
@@ -121,6 +126,11 @@ class KernelCluster:
             self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
             for pattern in cluster_files(cluster.profile_dir, self.cluster_id):
                 self._reaper.remove(pattern)
+            for _ in range(engines):
+                self._start_engine_set(cluster)
+        if client is None:
+            client = _on_cluster_loop(self._require_owned("connect").connect_client())
+        self.client = client
         # The hub's query connection; ipyparallel offers no public handle on it.
         self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
@@ -293,12 +303,12 @@ class KernelCluster:
             for _ in range(n):
                 self._start_engine_set(cluster)
         if wait:
-            self._wait_for_engines()
+            self.wait_for_engines()
 
     def _start_engine_set(self, cluster: ipp.Cluster) -> None:
         folder = os.path.join(cluster.profile_dir, "log", f"ipengine-{self.cluster_id}")
         kwargs = self.launcher.engine_set_kwargs(self.launcher_options, self._sets_started,
-                                                 folder)
+                                                 folder, self.register_timeout)
         self._sets_started += 1
         before = set(cluster.engines)
         try:
@@ -318,7 +328,7 @@ class KernelCluster:
         for launcher in _launchers(cluster.engines[set_id]):
             self._watch(_launcher_pid(launcher))
 
-    def _wait_for_engines(self) -> None:
+    def wait_for_engines(self) -> None:
         """Wait until every engine set started has registered or been given up."""
         self.refresh()
         while self._waiting:  # refresh() registers an engine set, or gives it up
@@ -508,6 +518,22 @@ def _launcher_pid(launcher: Any) -> int | None:
     return getattr(process, "pid", None)
 
 
+def controller_args(engines: int) -> list[str]:
+    """The controller's settings for a cluster started with `engines` engines.
+
+    The controller takes in a new engine on the first heartbeat after the engine's heart
+    answers (up to two periods: a 500 ms period cost 0.8 s of start-up), but it also handles
+    every engine's answer to every beat. So it beats every 10 ms per engine, between 100 and
+    500 ms, and a host silent for 5 s is dead whatever the period. No results database: the
+    controller would otherwise keep every result (+200 MB over 20,000 10 kB results).
+    """
+    low, high = HEARTBEAT_MS_RANGE
+    period = min(high, max(low, HEARTBEAT_MS_PER_ENGINE * engines))
+    return [f"--HeartMonitor.period={period}",
+            f"--HeartMonitor.max_heartmonitor_misses={round(1000 * SILENT_HOST_S / period)}",
+            "--nodb"]
+
+
 def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
                   options: Mapping[str, Any] | None = None, *,
                   controller_ip: str | None = None, encrypt: bool | None = None,
@@ -523,8 +549,11 @@ def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
     address = controller_address(controller_ip)
     # shutdown_atexit=False: ipyparallel's own exit hook (and __del__) would stop it on a
     # fresh loop, beside the cluster loop; `_stop_at_exit` and the Reaper stop it instead.
+    # Local engines are launched at once and read the connection file as it appears; others
+    # are handed the connection in their environment once the controller has written it.
     cluster = ipp.Cluster(n=0, delay=0, engine_launcher_class=launcher.ipp_class,
-                          controller_args=[*FAST_CONTROLLER_ARGS,
+                          send_engines_connection_env=not launcher.local,
+                          controller_args=[*controller_args(n),
                                            *encryption_args(address, encrypt)],
                           cluster_id=new_cluster_id(),
                           controller_ip=address, log_level=logging.ERROR,
@@ -532,10 +561,9 @@ def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
     handle = None
     try:
         _on_cluster_loop(cluster.start_controller())
-        handle = KernelCluster(_on_cluster_loop(cluster.connect_client()), cluster,
-                               launcher=launcher, launcher_options=options,
-                               register_timeout=register_timeout)
-        handle.add_engines(n)
+        handle = KernelCluster(None, cluster, launcher=launcher, launcher_options=options,
+                               register_timeout=register_timeout, engines=n)
+        handle.wait_for_engines()
     except Exception as exc:
         tail = _log_tail(cluster)
         if handle is not None:

@@ -64,12 +64,15 @@ class Launcher:
     options: Mapping[str, Option] = field(default_factory=dict)
     required: tuple[str, ...] = ()
 
-    def engine_set_kwargs(self, options: Mapping[str, Any], index: int,
-                          folder: str) -> dict[str, Any]:
+    def engine_set_kwargs(self, options: Mapping[str, Any], index: int, folder: str,
+                          file_wait: float) -> dict[str, Any]:
         """The launcher traits of the `index`-th engine set (of one engine) for `options`;
         a scheduler's batch script is written in `folder` (ipyparallel would write it in the
-        current directory)."""
-        kwargs: dict[str, Any] = {} if self.local else {"engine_cmd": list(ENGINE_CMD)}
+        current directory). A local engine, launched beside the controller, waits up to
+        `file_wait` seconds for its connection file."""
+        kwargs: dict[str, Any] = {
+            "engine_args": [f"--IPEngine.wait_for_url_file={file_wait}"]} if self.local \
+            else {"engine_cmd": list(ENGINE_CMD)}
         if self.scheduler:  # an absolute name: ipyparallel joins it to its work_dir, "."
             os.makedirs(folder, exist_ok=True)
             kwargs["batch_file_name"] = os.path.join(folder, f"engine-{index}.sbatch")

@@ -106,8 +106,8 @@ def test_connecting_to_a_missing_cluster_says_how_to_start_one():
 
 
 def test_a_controller_that_cannot_start_reports_its_log(monkeypatch):
-    monkeypatch.setattr(handle_module, "FAST_CONTROLLER_ARGS",
-                        [*handle_module.FAST_CONTROLLER_ARGS, "--ip=999.1.1.1"])
+    usual = handle_module.controller_args
+    monkeypatch.setattr(handle_module, "controller_args", lambda n: [*usual(n), "--ip=999.1.1.1"])
     with pytest.raises(pp.ClusterError, match="did not start(.|\n)*controller log(.|\n)*999.1.1.1"):
         start_cluster(1)
 

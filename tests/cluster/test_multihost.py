@@ -119,7 +119,7 @@ def start_controller(hosts: Hosts, label: str, encrypt: bool | None = None) -> C
     process = net.start(ctl, [
         sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
         f"--cluster-id={cluster_id}", f"--ip={ctl.address}", f"--location={ctl.address}",
-        *handle_module.FAST_CONTROLLER_ARGS, *transport.encryption_args(ctl.address, encrypt)],
+        *handle_module.controller_args(2), *transport.encryption_args(ctl.address, encrypt)],
         env=hosts.env, log_name=f"ipcontroller-{label}.log")
     security = profile / "security"
     engine_file = security / f"ipcontroller-{cluster_id}-engine.json"

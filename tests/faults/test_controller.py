@@ -16,7 +16,7 @@ import pytest
 import pp_notebook as pp
 from pp_notebook import cluster as cluster_module
 from pp_notebook.cluster.files import cluster_files, remove_files
-from pp_notebook.cluster.handle import FAST_CONTROLLER_ARGS
+from pp_notebook.cluster.handle import controller_args
 from pp_notebook.errors import ClusterError
 from pp_notebook.magic import cluster_status_text
 from pp_notebook.options import RunOptions
@@ -105,7 +105,7 @@ def connected_controller_killed(request, fault_figures):
     ended at the end (its schedulers outlive a killed controller)."""
     cluster_id = f"pp-test-controller-{os.getpid()}"
     foreign = ipp.Cluster(n=2, cluster_id=cluster_id, delay=0, log_level=40,
-                          controller_args=list(FAST_CONTROLLER_ARGS))
+                          controller_args=controller_args(2))
     processes: list[psutil.Process] = []
     saved = cluster_module.swap(None)  # connect() would stop the session's cluster
 

@@ -5,6 +5,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import pp_notebook as pp
+from pp_notebook.cluster.handle import controller_args
 from pp_notebook.cluster.launchers import ENGINE_CMD, LAUNCHERS, launcher_for
 
 from helpers import ipython_shell
@@ -50,7 +51,7 @@ def test_pp_start_magic_lists_the_launchers_and_keeps_launcher_options_to_start(
 
 def test_slurm_options_become_the_launchers_traits_and_its_script_goes_in_the_folder(tmp_path):
     kwargs = LAUNCHERS["slurm"].engine_set_kwargs(
-        {"partition": "debug", "time": "10", "account": "lab"}, 0, str(tmp_path / "jobs"))
+        {"partition": "debug", "time": "10", "account": "lab"}, 0, str(tmp_path / "jobs"), 60)
     assert kwargs == {"engine_cmd": ENGINE_CMD, "queue": "debug", "timelimit": "10",
                       "account": "lab",
                       "batch_file_name": str(tmp_path / "jobs" / "engine-0.sbatch")}
@@ -59,5 +60,20 @@ def test_slurm_options_become_the_launchers_traits_and_its_script_goes_in_the_fo
 
 def test_ssh_engines_take_the_hosts_in_turn_one_engine_each():
     ssh = LAUNCHERS["ssh"]
-    sets = [ssh.engine_set_kwargs({"hosts": "n1,n2"}, i, "")["engines"] for i in range(3)]
+    sets = [ssh.engine_set_kwargs({"hosts": "n1,n2"}, i, "", 60)["engines"] for i in range(3)]
     assert sets == [{"n1": 1}, {"n2": 1}, {"n1": 1}]
+
+
+def test_local_engines_wait_for_the_controllers_connection_file_they_start_beside():
+    assert LAUNCHERS["local"].engine_set_kwargs({}, 0, "", 45.0) == {
+        "engine_args": ["--IPEngine.wait_for_url_file=45.0"]}
+
+
+@pytest.mark.parametrize("engines, period", [(1, 100), (2, 100), (16, 160), (64, 500),
+                                             (1000, 500)])
+def test_the_heartbeat_quickens_for_small_clusters_and_a_silent_host_is_dead_in_5_s(
+        engines, period):
+    args = controller_args(engines)
+    assert f"--HeartMonitor.period={period}" in args and "--nodb" in args
+    misses = next(int(a.split("=")[1]) for a in args if "max_heartmonitor_misses" in a)
+    assert abs(misses * period - 5000) <= period / 2
