@@ -138,14 +138,17 @@ def merged_frame(records: TaskTable | Iterable[TaskRecord], schema: dict | None 
     table = table_of(records)
     ok = table.status == OK
     values = table.values.tolist()
-    labelled = _label_columns(table.items.tolist(), labels) if labels is not None else {}
-    frames = [task for task, (value, good) in enumerate(zip(values, ok.tolist()))
-              if good and isinstance(value, pd.DataFrame)]
+    labelled = _label_columns(table.items, labels) if labels is not None else {}
+    scalars = _all_scalars(table.values, skipna=True)
+    frames = [] if scalars else [
+        task for task, (value, good) in enumerate(zip(values, ok.tolist()))
+        if good and isinstance(value, pd.DataFrame)]
     parts: list[tuple[dict | pd.DataFrame, np.ndarray]] = []
     start = 0
     for task in [*frames, len(table)]:  # rows between DataFrame results, then each of them
         if start < task:
-            parts.append((_columns(values[start:task], ok[start:task]), np.arange(start, task)))
+            parts.append((_columns(values[start:task], ok[start:task], scalars),
+                          np.arange(start, task)))
         if task < len(table):
             frame = values[task]
             parts.append((frame.reset_index(drop=True), np.full(len(frame), task)))
@@ -168,11 +171,25 @@ def merged_frame(records: TaskTable | Iterable[TaskRecord], schema: dict | None 
     return _apply_schema(frame, schema) if schema else frame
 
 
-def _label_columns(items: list, labels: Labels) -> dict[str, list]:
+_SCALAR_KINDS = frozenset({"integer", "floating", "mixed-integer-float", "boolean", "string",
+                           "bytes", "complex", "decimal", "datetime64", "datetime", "date",
+                           "timedelta64", "timedelta", "time", "empty"})
+"""What `pd.api.types.infer_dtype` (C speed) says of an array of scalars only."""
+
+
+def _all_scalars(values: np.ndarray, skipna: bool) -> bool:
+    """Whether every value (None aside with `skipna`) is a plain scalar: no dict, Series or
+    DataFrame to spread into columns, each item its own label. Saves a Python pass a task."""
+    return pd.api.types.infer_dtype(values, skipna=skipna) in _SCALAR_KINDS
+
+
+def _label_columns(items: np.ndarray, labels: Labels) -> dict[str, list]:
     """{name: one value per task}, in first-seen order: each item's scalar labels, None where
     an item has no such label. One dict at a time, none kept per item."""
+    if labels is item_label and len(items) and _all_scalars(items, skipna=False):
+        return {"item": items.tolist()}
     columns: dict[str, list] = {}
-    for task, item in enumerate(items):
+    for task, item in enumerate(items.tolist()):
         for name, value in labels(item).items():
             if pd.api.types.is_scalar(value):
                 if name not in columns:
@@ -181,14 +198,16 @@ def _label_columns(items: list, labels: Labels) -> dict[str, list]:
     return columns
 
 
-def _columns(values: list, ok: np.ndarray) -> dict:
+def _columns(values: list, ok: np.ndarray, scalars: bool) -> dict:
     """{column: array} of consecutive results that are no DataFrame: a dict or Series gives
     its keys, anything else the `result` column; failed items leave gaps. Columns in
-    first-seen order, typed as the values are."""
+    first-seen order, typed as the values are. `scalars`: the values are known to be plain
+    scalars (no dict or Series among them)."""
     ok_list = ok.tolist()
-    rows = {i: value if isinstance(value, dict) else value.to_dict()
-            for i, (value, good) in enumerate(zip(values, ok_list))
-            if good and isinstance(value, (dict, pd.Series))}
+    rows = {} if scalars else {
+        i: value if isinstance(value, dict) else value.to_dict()
+        for i, (value, good) in enumerate(zip(values, ok_list))
+        if good and isinstance(value, (dict, pd.Series))}
     plain = [good and i not in rows for i, good in enumerate(ok_list)]
     first_plain = plain.index(True) if True in plain else None
     keys: dict[str, None] = {}
@@ -212,7 +231,8 @@ def _columns(values: list, ok: np.ndarray) -> dict:
 def _typed(values: list, gaps: bool) -> Any:
     """Integers stay integers (nullable `Int64` with gaps), bools bools, floats float64."""
     kind = pd.api.types.infer_dtype(values, skipna=True)
-    has_missing = gaps or any(v is None or v is pd.NA for v in values)
+    has_missing = gaps or (pd.api.types.infer_dtype(values, skipna=False) != kind
+                           and any(v is None or v is pd.NA for v in values))
     if kind == "integer":
         return pd.array(values, dtype="Int64") if has_missing else np.array(values)
     if kind == "boolean":
@@ -255,22 +275,23 @@ class _Metadata:
 def _piece(values: dict | pd.DataFrame, owners: np.ndarray, ok: np.ndarray,
            labelled: dict[str, list], metadata: _Metadata) -> pd.DataFrame:
     """Labels, values and metadata of consecutive tasks (or of one DataFrame result's rows):
-    `owners` is each row's task, `ok` whether it succeeded."""
+    `owners` is each row's task, `ok` whether it succeeded. Built in one go, labels first and
+    metadata last: a column set at a time costs pandas a copy of its blocks."""
     index = pd.Index(owners, dtype="int64")
-    if isinstance(values, pd.DataFrame):
-        frame = values.set_axis(index)
-    else:
-        frame = pd.DataFrame(values, index=index)
     tasks = owners.tolist()
+    labels = {}
     for name, column in labelled.items():
-        labels = [column[task] for task in tasks]
-        if name in frame.columns:  # the result's own value stands where the item succeeded
-            labels = [own if succeeded else label for own, succeeded, label
-                      in zip(frame[name].tolist(), ok, labels)]
-        frame[name] = _typed(labels, gaps=False)
-    for name, column in metadata.of(owners).items():
-        frame[name] = column
-    return frame
+        label = [column[task] for task in tasks]
+        if name in values:  # the result's own value stands where the item succeeded
+            label = [own if succeeded else one for own, succeeded, one
+                     in zip(list(values[name]), ok, label)]
+        labels[name] = _typed(label, gaps=False)
+    if isinstance(values, pd.DataFrame):
+        own = values.set_axis(index).drop(columns=[n for n in labels if n in values.columns])
+        return pd.concat([pd.DataFrame(labels, index=index), own,
+                          pd.DataFrame(metadata.of(owners), index=index)], axis=1)
+    rest = {name: column for name, column in values.items() if name not in labels}
+    return pd.DataFrame({**labels, **rest, **metadata.of(owners)}, index=index)
 
 
 def _concat(pieces: list[pd.DataFrame]) -> pd.DataFrame:
@@ -292,7 +313,8 @@ def _ordered(frame: pd.DataFrame, label_names: list[str], clashing: set[str]) ->
     """Labels first, then the result's columns, then the metadata."""
     metadata = [f"pp_{n}" if n in clashing else n for n in METADATA_COLUMNS]
     rest = [c for c in frame.columns if c not in label_names and c not in metadata]
-    return frame[[*label_names, *rest, *metadata]]
+    order = [*label_names, *rest, *metadata]
+    return frame if list(frame.columns) == order else frame[order]
 
 
 def _apply_schema(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
