@@ -23,6 +23,13 @@ BUDGET_FACTOR = 2.0
 MIN_BUDGET_S = 0.02
 """Once durations are known, a batch's budget is BUDGET_FACTOR times its expected run time
 (at least MIN_BUDGET_S, at most BATCH_BUDGET_S)."""
+FIRST_BATCH = 4096
+"""Before any duration is known, a batch holds up to FIRST_BATCH items (its share of the
+queue), but its engine starts no new one after MIN_BUDGET_S and hands the rest back: a run
+of near-instant tasks needs no ramp of round trips, and long tasks still go one by one."""
+BATCH_BYTES = 1 << 20
+"""A batch carries at most this much of pickled items (and at least one item): big items
+are not shipped by the thousand before their run time is known."""
 IN_FLIGHT_PER_ENGINE = 2
 SPECULATE_FACTOR = 3.0
 SPECULATE_MIN_S = 0.5
@@ -64,20 +71,20 @@ class BatchPolicy:
         if self.batch != "auto":
             return int(self.batch)
         mean = self.mean_item_s()
-        if mean is None:
-            return self.concurrency  # one item per thread: durations come back at once
+        tail = -(-queued // (IN_FLIGHT_PER_ENGINE * max(1, engines)))
+        if mean is None:  # its short budget makes an engine hand back what it cannot do soon
+            return max(self.concurrency, min(FIRST_BATCH, tail))
         # Shorter batches would not pay for their trip, nor fill an engine's threads.
         smallest = max(int(MIN_BATCH_S / mean), self.concurrency)
         # Grow as evidence comes in; a batch of MIN_BATCH_S is always safe (its budget caps it).
         size = min(int(TARGET_BATCH_S / mean), MAX_BATCH, max(4 * self.timed_items, smallest))
-        tail = -(-queued // (IN_FLIGHT_PER_ENGINE * max(1, engines)))
         return max(1, min(size, max(tail, smallest)))  # spread the tail over all engines
 
     def budget(self, size: int) -> float:
         """Seconds an engine may spend on a batch of `size` items before handing the rest back."""
         mean = self.mean_item_s()
         if mean is None:
-            return BATCH_BUDGET_S
+            return MIN_BUDGET_S
         return min(BATCH_BUDGET_S, max(BUDGET_FACTOR * size * mean, MIN_BUDGET_S))
 
     def depth(self, queued: int, engines: int) -> int:

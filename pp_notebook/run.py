@@ -32,7 +32,7 @@ from ipyparallel.serialize import PrePickled
 
 from . import cluster as cluster_module
 from . import fmt
-from .batching import BATCH_BUDGET_S, BatchPolicy
+from .batching import BATCH_BUDGET_S, BATCH_BYTES, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
 from .engine import OVERDUE_KEY, Outcome, forget, run_batch
@@ -498,11 +498,14 @@ class Run:
             self._end_remaining("lost", str(self.failure))
 
     def _dispatch(self) -> None:
-        """Fill each engine up to the policy's depth of batches; a suspect item runs alone."""
+        """Fill each engine up to the policy's depth of batches; a suspect item runs alone.
+        The batches sent at one time are of one size, the policy's for the queue as it was:
+        a run's first dispatch spreads a short run whole over every engine's slots."""
         sent = True
+        engines = self._live_engines()
+        size = self._policy.batch_size(len(self._queue), engines)
         while self._queue and sent:
             sent = False
-            engines = self._live_engines()
             depth = self._policy.depth(len(self._queue), engines)
             ready = [s for s in self._engines.values() if self._takes_work(s)
                      and len(s.inflight) < depth and not any(b.solo for b in s.inflight)]
@@ -511,8 +514,7 @@ class Run:
                     return
                 if self._queue.peek() in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
-                self._send(state, self._take(self._policy.batch_size(len(self._queue),
-                                                                     engines)))
+                self._send(state, self._take(size))
                 sent = True
 
     def _live_engines(self) -> int:
@@ -543,10 +545,16 @@ class Run:
         return self._queue.take(size, alone=self._solo)
 
     def _send(self, state: _EngineState, indices: list[int]) -> _Batch | None:
-        pairs = []
-        for index, item in zip(indices, self._table.items[indices].tolist()):
+        pairs: list[tuple[int, bytes]] = []
+        nbytes = 0
+        for position, (index, item) in enumerate(zip(indices,
+                                                     self._table.items[indices].tolist())):
+            if nbytes > BATCH_BYTES:  # big items: the rest go in later batches
+                self._queue.push_front(indices[position:])
+                break
             try:
                 pairs.append((index, self._pickler.dumps(item)))
+                nbytes += len(pairs[-1][1])
             except Exception as exc:  # no retry: it would fail the same way
                 self._table.attempts[index] += 1
                 self._finish(index, "error", retry=False, error_type=type(exc).__name__,

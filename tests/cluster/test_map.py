@@ -303,3 +303,13 @@ def test_a_run_of_microsecond_tasks_does_not_claim_a_speedup(cluster):
     run.wait(60)
     line = run.summary().line()
     assert "not meaningful" in line and "speedup 0.0" not in line, line
+
+
+def test_big_items_travel_a_few_at_a_time_not_by_the_batch(cluster):
+    # Six 2 MB items would go as three batches of two by count alone; a batch carries about
+    # 1 MiB of items (at least one), so each goes in its own.
+    items = [bytes([k]) * 2_000_000 for k in range(6)]
+    run = pp.map(lambda b: (len(b), b[0]), items)
+    df = run.result()
+    assert list(df["result"]) == [(2_000_000, k) for k in range(6)]
+    assert len(run.message_ids) >= 6  # the batches' requests (and the clean-up's)

@@ -7,6 +7,7 @@ import pytest
 
 from pp_notebook.batching import (
     BATCH_BUDGET_S,
+    FIRST_BATCH,
     IN_FLIGHT_PER_ENGINE,
     MAX_BATCH,
     MIN_BUDGET_S,
@@ -23,10 +24,12 @@ def timed(mean_s: float, count: int, concurrency: int = 1) -> BatchPolicy:
     return policy
 
 
-def test_before_any_timing_a_batch_is_one_item_per_thread_with_the_full_budget():
-    assert BatchPolicy().batch_size(1000, 2) == 1
-    assert BatchPolicy(concurrency=8).batch_size(1000, 2) == 8
-    assert BatchPolicy().budget(1) == BATCH_BUDGET_S
+def test_before_any_timing_a_batch_takes_its_share_of_the_queue_with_a_short_budget():
+    assert BatchPolicy().batch_size(100_000, 2) == FIRST_BATCH
+    assert BatchPolicy().batch_size(100, 2) == 25  # one of two batches on each of 2 engines
+    assert BatchPolicy().batch_size(1, 2) == 1
+    assert BatchPolicy(concurrency=8).batch_size(4, 2) == 8  # one item per thread at least
+    assert BatchPolicy().budget(FIRST_BATCH) == MIN_BUDGET_S < BATCH_BUDGET_S
     assert not BatchPolicy().overdue(1, 1e6)
 
 
