@@ -41,7 +41,7 @@ RETIMEOUT_INTERVAL = 0.5
 
 class Outcome(NamedTuple):
     """What happened to one item on an engine. `started` is the engine's wall clock.
-    It travels as a plain tuple (four times cheaper to pickle) in this field order. `task` is
+    A batch's outcomes travel as columns, a tuple per field in this order. `task` is
     the item's index (a field named `index` would hide tuple.index)."""
 
     task: int
@@ -581,16 +581,16 @@ def _check_scalar(value: Any, dtype: Any) -> str | None:
 
 
 def _dump(outcomes: list[Outcome]) -> bytes:
-    """Pickle the outcomes as plain tuples; a value that cannot be pickled becomes that
-    item's error.
+    """Pickle the outcomes as columns, a tuple per Outcome field (10,000 outcomes are nine
+    tuples, not 10,000: cheaper to write here and to read on the client, the busier side); a
+    value that cannot be pickled becomes that item's error.
 
     Plain pickle first (twice as fast); cloudpickle for what only it can pickle, such as a
     function or an instance of a class that was shipped by value.
     """
-    plain = [tuple(outcome) for outcome in outcomes]
     for dumps in (pickle.dumps, cloudpickle.dumps):
         try:
-            return dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
+            return dumps(list(zip(*outcomes)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             pass
     safe = []
@@ -604,8 +604,7 @@ def _dump(outcomes: list[Outcome]) -> bytes:
                 error=f"the task's result ({type(outcome.value).__name__}) cannot be sent back: "
                       f"{exc}. Return plain data (numbers, str, dict, list, DataFrame).",
                 traceback=None))
-    return cloudpickle.dumps([tuple(outcome) for outcome in safe],
-                             protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(list(zip(*safe)), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _TextSink:

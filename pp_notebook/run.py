@@ -35,7 +35,7 @@ from . import fmt
 from .batching import BATCH_BUDGET_S, BATCH_BYTES, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
-from .engine import OVERDUE_KEY, Outcome, forget, run_batch
+from .engine import OVERDUE_KEY, forget, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
@@ -645,7 +645,7 @@ class Run:
             return
         state = self._engines[batch.engine]
         try:
-            outcomes, nbytes = _outcomes_of(batch.future)
+            columns, nbytes = _outcomes_of(batch.future)
         except _EngineFailure as failure:
             kind, message = failure.args
             if kind == "EngineError":
@@ -660,15 +660,15 @@ class Run:
             return
         self._release(state, batch)
         self._reclaim(nbytes)
-        if outcomes:  # the engine's clock against ours; the smallest gap is the closest
-            *_, started, duration = outcomes[-1]
+        if columns:  # the engine's clock against ours; the smallest gap is the closest
+            started, duration = columns[7][-1], columns[8][-1]
             offset = time.time() - (started + duration)
             if state.clock_offset is None or offset < state.clock_offset:
                 state.clock_offset = offset
         info = self._started_cluster.engines.get(state.id)
         host, pid = (info.host, info.pid) if info is not None else (None, None)
-        self._apply_outcomes(state, self._table.host_code(host), pid, outcomes)
-        seen = {outcome[0] for outcome in outcomes}  # their items' indices
+        self._apply_outcomes(state, self._table.host_code(host), pid, columns)
+        seen = set(columns[0]) if columns else set()  # their items' indices
         for index in reversed(self._uncovered(batch, batch.indices)):
             if index not in seen:  # not started: the batch ran out of budget, or cancel
                 if self._cancelling:
@@ -713,11 +713,11 @@ class Run:
             state.inflight[0].started = time.monotonic()
 
     def _apply_outcomes(self, state: _EngineState, host: int, pid: int | None,
-                        outcomes: list[Outcome]) -> None:
-        """Record a returned batch's attempts: the columns of all at once, then each item's
-        end (this runs for every item: the common case, all ok, is a few array writes)."""
+                        columns: list[Sequence[Any]]) -> None:
+        """Record a returned batch's attempts (its outcomes' columns) all at once, then each
+        item's end (this runs for every item: the common case, all ok, is a few array
+        writes)."""
         table = self._table
-        columns: list[Sequence[Any]] = list(zip(*outcomes))
         if not columns:
             return
         tasks = np.fromiter(columns[0], np.int64, len(columns[0]))
@@ -953,8 +953,9 @@ def _call(callback: Callable[[Run], Any], run: Run) -> None:
         logging.getLogger(__name__).exception("a done-callback of %r raised", run)
 
 
-def _outcomes_of(future: Any) -> tuple[list[Outcome], int]:
-    """A returned batch's Outcomes, and the size of the bytes they came in."""
+def _outcomes_of(future: Any) -> tuple[list[Sequence[Any]], int]:
+    """A returned batch's outcomes as columns (a tuple per Outcome field; none when the batch
+    ran nothing), and the size of the bytes they came in."""
     try:
         raw = future.get(0)
     except ipp.error.RemoteError as exc:
@@ -966,7 +967,7 @@ def _outcomes_of(future: Any) -> tuple[list[Outcome], int]:
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__, str(exc)) from None
     try:
-        return pickle.loads(raw), len(raw)  # plain tuples in Outcome's field order
+        return pickle.loads(raw), len(raw)
     except Exception as exc:
         raise _EngineFailure(type(exc).__name__,
                              f"results could not be read on the client: {exc}") from None

@@ -132,7 +132,9 @@ def test_a_task_that_takes_its_engine_down_is_lost_alone(cluster, how, tmp_path,
 def test_a_frozen_engine_has_its_task_moved_to_another(cluster, fault_figures):
     pids = engine_pids(cluster)
     victim = min(pids)
-    run = pp.map(lambda x: nap(x, 0.3), range(20), timeout=2.0, retries=1)
+    # batch=1: the frozen engine held one item, so the client can charge it (a batch of
+    # several would run again item by item, uncharged, until a death names its culprit)
+    run = pp.map(lambda x: nap(x, 0.3), range(20), timeout=2.0, retries=1, batch=1)
     assert wait_until(lambda: any(e.id == victim and e.state == "busy"
                                   for e in run.snapshot().engines), 30)
     os.kill(pids[victim], signal.SIGSTOP)
