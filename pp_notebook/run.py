@@ -140,7 +140,7 @@ class Run:
         self.options = options = options if options is not None else RunOptions()
         self._labels = labels
         try:
-            items = list(items)
+            items = items if isinstance(items, range) else list(items)
         except TypeError:
             raise TypeError(f"items must be iterable (a list, range, generator, ...), "
                             f"not {type(items).__name__}") from None
@@ -346,7 +346,7 @@ class Run:
         return RunSnapshot(
             total=len(self._table), counts=dict(self._counts), retried=self._retried,
             elapsed_s=self.elapsed_s, done=self.done, engines=self._engine_snapshots(),
-            marks=tuple(Mark(task, short_repr(self._table.items[task]), *rest)
+            marks=tuple(Mark(task, short_repr(self._table.item(task)), *rest)
                         for task, *rest in list(self._marks)),
             marks_total=self._marks_total,
             failures=tuple(self._failures), first_rows=self._first_rows(),
@@ -381,7 +381,7 @@ class Run:
                 running_task=running.indices[0] if running is not None else None,
                 running_for_s=(now - running.started) if running is not None
                 and running.started is not None else None,
-                running_item=short_repr(self._table.items[running.indices[0]])
+                running_item=short_repr(self._table.item(running.indices[0]))
                 if running is not None else None))
         return tuple(engines)
 
@@ -395,7 +395,7 @@ class Run:
         status = table.status_of(index)
         value = short_repr(table.values[index], 60) if status == "ok" \
             else error_text(*table.error_of(index)) or ""
-        return PreviewRow(index, short_repr(table.items[index]), status, value)
+        return PreviewRow(index, short_repr(table.item(index)), status, value)
 
     def __repr__(self) -> str:
         snap = self.snapshot()
@@ -784,7 +784,7 @@ class Run:
         table.values[index] = value
         self._latest.append(index)
         if status in FAILED:
-            self._failures.append(Failure(index, short_repr(table.items[index]), status,
+            self._failures.append(Failure(index, short_repr(table.item(index)), status,
                                           error_text(error_type, error) or "", traceback))
 
     def _log_attempts(self, tasks: Sequence[int], statuses: Sequence[Status]) -> None:

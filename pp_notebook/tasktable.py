@@ -4,9 +4,10 @@ A TaskRecord object per item cost about 400 bytes of client memory: 4 GB for 10 
 before their results and the merged DataFrame. Here a task is a position: its status is a
 small-int code (STATUSES), its engine, pid, attempts, start and duration sit in typed arrays
 (-1 or NaN where unknown), its host is a code into a short list of host names, its item and
-value are slots in object arrays. Errors, tracebacks and printed output live in dicts keyed
-by task, because most tasks have none. That is 48 bytes a task (52 with its place in the
-queue) beside the items' and the results' own objects.
+value are slots in object arrays (a range's items are an int64 array). Errors, tracebacks
+and printed output live in dicts keyed by task, because most tasks have none. That is 48
+bytes a task (52 with its place in the queue) beside the items' and the results' own
+objects.
 
 TaskQueue is the run's queue of pending tasks in the same spirit: the tasks not sent yet as
 one array and a cursor, and small deques for the few that come back (requeued in front,
@@ -42,7 +43,7 @@ class TaskTable:
 
     def __init__(self, items: Sequence[Any]) -> None:
         n = len(items)
-        self.items = _objects(items, n)
+        self.items = _column(items, n)
         self.status = np.zeros(n, dtype=np.int8)
         self.engine = np.full(n, NONE, dtype=np.int32)
         self.pid = np.full(n, NONE, dtype=np.int32)
@@ -62,6 +63,10 @@ class TaskTable:
         return len(self.items)
 
     # -- reading ---------------------------------------------------------------------------
+
+    def item(self, task: int) -> Any:
+        """The item of `task` as the user gave it (a range's int, not a numpy int)."""
+        return self.items[task:task + 1].tolist()[0]
 
     def status_of(self, task: int) -> Status:
         return STATUSES[self.status[task]]
@@ -85,7 +90,7 @@ class TaskTable:
         """One task's fields by TaskRecord's names, as plain Python values (None if unknown)."""
         task = range(len(self))[task]  # negative positions count from the end, as lists do
         error_type, error = self.error_of(task)
-        return {"task": task, "item": self.items[task], "status": self.status_of(task),
+        return {"task": task, "item": self.item(task), "status": self.status_of(task),
                 "value": self.values[task], "error_type": error_type, "error": error,
                 "traceback": self.tracebacks.get(task), "output": self.outputs.get(task, ""),
                 "engine": _known(self.engine[task]),
@@ -151,8 +156,8 @@ class TaskTable:
                 self.host[task] = self.host_code(value)
             elif name == "status":
                 self.set_status(task, value)
-            elif name in ("item", "value"):
-                (self.items if name == "item" else self.values)[task] = value
+            elif name == "value":
+                self.values[task] = value
             elif name in ("error_type", "error"):
                 error_type, error = self.error_of(task)
                 self.set_error(task, value if name == "error_type" else error_type,
@@ -235,6 +240,14 @@ class TaskQueue:
         self._front.clear()
         self._back.clear()
         self._cursor = len(self._fresh)
+
+
+def _column(items: Sequence[Any], n: int) -> np.ndarray:
+    """A run's items: a range as int64 (8 bytes a task, not 36 with its int objects; each
+    comes back a Python int), anything else as objects."""
+    if isinstance(items, range) and n and max(abs(items[0]), abs(items[-1])) < 2 ** 63:
+        return np.arange(items.start, items.stop, items.step, dtype=np.int64)
+    return _objects(items, n)
 
 
 def _objects(values: Iterable[Any], n: int) -> np.ndarray:

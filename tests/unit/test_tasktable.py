@@ -135,3 +135,13 @@ def test_a_task_costs_under_53_bytes_beside_its_items_and_results_own_objects():
     assert len(queue) == len(items)
     # 32 bytes in typed columns, 8 an item's slot, 8 a value's, 4 its place in the queue
     assert held / len(items) <= 53, held / len(items)
+
+
+def test_a_ranges_items_are_an_int_column_and_come_back_as_python_ints():
+    table = TaskTable(range(5, 25, 5))
+    assert table.items.dtype == np.int64 and table.items.tolist() == [5, 10, 15, 20]
+    assert type(table.item(1)) is int and table.fields(-1)["item"] == 20
+    assert TaskTable(range(0)).items.dtype == object  # nothing to store
+    assert TaskTable([1, 2]).items.dtype == object  # a list's items stay as they are
+    big = TaskTable(range(2 ** 64, 2 ** 64 + 2))
+    assert big.items.dtype == object and big.item(1) == 2 ** 64 + 1
