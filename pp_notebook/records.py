@@ -208,6 +208,13 @@ def _columns(values: list, ok: np.ndarray, scalars: bool) -> dict:
         i: value if isinstance(value, dict) else value.to_dict()
         for i, (value, good) in enumerate(zip(values, ok_list))
         if good and isinstance(value, (dict, pd.Series))}
+    if not rows:  # plain values only (the common case): one column, no dict per row
+        if not ok.any():
+            return {}
+        if ok.all():
+            return {"result": _typed(values, gaps=False)}
+        return {"result": _typed([value if good else None
+                                  for value, good in zip(values, ok_list)], gaps=True)}
     plain = [good and i not in rows for i, good in enumerate(ok_list)]
     first_plain = plain.index(True) if True in plain else None
     keys: dict[str, None] = {}
@@ -217,9 +224,6 @@ def _columns(values: list, ok: np.ndarray, scalars: bool) -> dict:
         keys.update(dict.fromkeys(row))
     if first_plain is not None:
         keys.setdefault("result")
-    if not rows:  # plain values only (the common case): one column, no dict per row
-        return {key: _typed([value if good else None for value, good in zip(values, ok_list)],
-                            not all(ok_list)) for key in keys}
     columns = {}
     for key in keys:
         column = [rows[i].get(key) if i in rows else values[i] if plain[i] and key == "result"
@@ -228,7 +232,7 @@ def _columns(values: list, ok: np.ndarray, scalars: bool) -> dict:
                    for i in range(len(values)))
         columns[key] = _typed(column, gaps)
     return columns
-def _typed(values: list, gaps: bool) -> Any:
+def _typed(values: Sequence[Any], gaps: bool) -> Any:
     """Integers stay integers (nullable `Int64` with gaps), bools bools, floats float64."""
     kind = pd.api.types.infer_dtype(values, skipna=True)
     has_missing = gaps or (pd.api.types.infer_dtype(values, skipna=False) != kind
@@ -251,22 +255,26 @@ class _Metadata:
         self.clashing = clashing
         self.status = STATUS_NAMES[table.status]
         self.engine = table.engine.astype("int64")
-        self.host = table.host_names()
+        # Strings as codes into their few distinct values: a string column of a million
+        # rows is then a take, not a million checks.
+        self.host_names = pd.array([*table.hosts, None], dtype="string")
+        self.host = table.host  # NONE (-1) takes the last name: None
         self.duration_s = table.duration_s
         self.attempts = table.attempts.astype("int64")
-        self.error = np.full(len(table), None, dtype=object)
-        for task, (error_type, error) in table.errors.items():
-            self.error[task] = error_text(error_type, error)
+        texts = [error_text(*error) for error in table.errors.values()]
+        self.error_texts = pd.array([None, *texts], dtype="string")
+        self.error = np.zeros(len(table), dtype=np.int64)
+        self.error[list(table.errors)] = np.arange(1, len(texts) + 1)
 
     def of(self, tasks: np.ndarray) -> dict:
         engine = self.engine[tasks]
         columns = {
             "status": self.status[tasks],
             "engine": pd.arrays.IntegerArray(engine, engine == NONE),
-            "host": pd.array(self.host[tasks], dtype="string"),
+            "host": self.host_names.take(self.host[tasks]),
             "duration_s": self.duration_s[tasks],
             "attempts": self.attempts[tasks],
-            "error": pd.array(self.error[tasks], dtype="string"),
+            "error": self.error_texts.take(self.error[tasks]),
         }
         return {(f"pp_{name}" if name in self.clashing else name): values
                 for name, values in columns.items()}
@@ -278,10 +286,11 @@ def _piece(values: dict | pd.DataFrame, owners: np.ndarray, ok: np.ndarray,
     `owners` is each row's task, `ok` whether it succeeded. Built in one go, labels first and
     metadata last: a column set at a time costs pandas a copy of its blocks."""
     index = pd.Index(owners, dtype="int64")
-    tasks = owners.tolist()
     labels = {}
-    for name, column in labelled.items():
-        label = [column[task] for task in tasks]
+    first, rows = (int(owners[0]) if len(owners) else 0), len(owners)
+    for name, column in labelled.items():  # a DataFrame's rows share one task; others follow
+        label = [column[first]] * rows if isinstance(values, pd.DataFrame) else \
+            column[first:first + rows]
         if name in values:  # the result's own value stands where the item succeeded
             label = [own if succeeded else one for own, succeeded, one
                      in zip(list(values[name]), ok, label)]
