@@ -47,6 +47,7 @@ SIZES = "1e4,1e5,1e6,1e7"
 SAMPLE_S = 0.05
 WARM_ITEMS = 100
 MIB = 2 ** 20
+TIME_VS_JOBLIB, BEYOND_TARGET_B = 1.0, 100
 RUNNERS = ("pp_notebook.map", "joblib.Parallel(n_jobs=2)")
 
 
@@ -164,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(MEASURES[runner](int(n))))
         return 0
     sizes = [int(float(size)) for size in args.sizes.split(",")]
-    lines = []
+    lines, figures = [], {}
     for n in sizes:
         for runner in RUNNERS:
             if runner in RUNNERS[1:] and n > args.joblib_max:
                 continue
-            lines.append(line(runner, n, in_child(runner, n)))
+            figures[runner, n] = in_child(runner, n)
+            lines.append(line(runner, n, figures[runner, n]))
             print(f"  {runner} at {n:,} done", file=sys.stderr, flush=True)
     print(f"no-op tasks on 2 workers; growth of the client's memory over its value before the "
           f"run, peak sampled every {SAMPLE_S * 1e3:g} ms; {os.cpu_count()} cores, "
@@ -177,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(["runner", "tasks", "run s", "+ frame s", "RSS growth MiB",
                           "USS growth MiB", "+ frame USS MiB", "B/task",
                           "beyond results B/task"], lines))
+    for n in sizes:
+        pp, joblib = figures.get((RUNNERS[0], n)), figures.get((RUNNERS[1], n))
+        if pp is None or joblib is None:
+            continue
+        beyond = (pp["run"][1] - results_bytes(n)) / n
+        ratio, framed = pp["run_s"] / joblib["run_s"], pp["total_s"] / joblib["run_s"]
+        fast, small = ratio <= TIME_VS_JOBLIB, beyond <= BEYOND_TARGET_B
+        print(f"{n:,} tasks: pp_notebook {ratio:.2f}× joblib's time ({framed:.2f}× with the "
+              f"DataFrame; target ≤ {TIME_VS_JOBLIB:g}×: {'met' if fast else 'MISSED'}), "
+              f"{beyond:.0f} B a task beyond the results (target ≤ {BEYOND_TARGET_B}: "
+              f"{'met' if small else 'MISSED'})")
     return 0
 
 
