@@ -35,6 +35,7 @@ from . import fmt
 from .batching import BATCH_BUDGET_S, BATCH_BYTES, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
+from .cluster.handle import EngineInfo
 from .engine import OVERDUE_KEY, forget, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
@@ -64,6 +65,9 @@ NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
 REPLACEMENT_WAIT_S = 15.0
 CONTROLLER_CHECK_S = 0.5
+DEATH_FACTS_WAIT_S = 0.5
+"""An engine that died right after joining: how long to wait for its answer naming its pid
+and host (already sent, it may still be on its way)."""
 MARKS_KEPT = 500
 """Finished attempts a snapshot carries for timelines; views fold them into fixed-size
 aggregates, so neither the Run nor a view grows with the task count."""
@@ -362,9 +366,7 @@ class Run:
         retiring = self._cluster.retiring if self._cluster is not None else set()
         engines = []
         for state in list(self._engines.values()):
-            info = infos.get(state.id)
-            if info is not None and info.pid is not None:
-                state.host, state.pid, state.job = info.host, info.pid, info.job
+            _learn(state, infos.get(state.id))
             running = state.inflight[0] if state.inflight else None
             label: EngineState
             if state.dead:
@@ -456,9 +458,15 @@ class Run:
     def _sync_engines(self) -> None:
         self._check_controller()
         cluster = self._started_cluster
+        for state in self._engines.values():
+            if state.pid is None:  # kept: a dead engine's facts leave the cluster's list
+                _learn(state, cluster.facts(state.id))
         live = set(cluster.refresh())
         for eid in live - set(self._engines):
-            self._engines[eid] = _EngineState(eid, cluster.client[eid])
+            try:
+                self._engines[eid] = _EngineState(eid, cluster.client[eid])
+            except IndexError:  # it left since: it had nothing of this run
+                continue
         for state in self._engines.values():
             if not state.dead and state.id not in live:
                 if state.id in cluster.retiring and not state.inflight:
@@ -808,9 +816,9 @@ class Run:
         state.dead = True
         cluster = self._started_cluster
         batches, state.inflight = list(state.inflight), deque()
-        info = cluster.engines.get(state.id)
-        where = f"engine {state.id}" + (f" (pid {info.pid} on {info.host})"
-                                         if info and info.pid else "")
+        _learn(state, cluster.facts(state.id, wait=DEATH_FACTS_WAIT_S))
+        where = f"engine {state.id}" + (f" (pid {state.pid} on {state.host})"
+                                         if state.pid is not None else "")
         running = batches[0] if batches and batches[0].started is not None else None
         if running is not None and running.interrupted is not None \
                 and running.killed_for is None:  # it ignored the interrupt: end it (frozen?)
@@ -943,6 +951,12 @@ class Run:
         client.history[:] = [m for m in client.history if m not in self._msg_ids]
         for state in self._engines.values():
             state.inflight.clear()
+
+
+def _learn(state: _EngineState, info: EngineInfo | None) -> None:
+    """Keep an engine's host, pid and job once the cluster knows them."""
+    if info is not None and info.pid is not None:
+        state.host, state.pid, state.job = info.host, info.pid, info.job
 
 
 def _call(callback: Callable[[Run], Any], run: Run) -> None:

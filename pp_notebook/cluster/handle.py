@@ -204,15 +204,12 @@ class KernelCluster:
             for eid in live - set(self.engines):
                 self.engines[eid] = EngineInfo(eid)
                 self._setup(eid)
+            for eid in list(self._pending_info):  # before the dead leave (see facts)
+                self.facts(eid)
             for eid in set(self.engines) - live:
                 del self.engines[eid]
                 self._pending_info.pop(eid, None)
                 self._lost_writer(eid)
-            for eid, ar in list(self._pending_info.items()):
-                if ar.done():
-                    del self._pending_info[eid]
-                    if ar.successful():
-                        self._record_info(self.engines[eid], ar.get())
             now = time.monotonic()
             for set_id, waiting in list(self._waiting.items()):
                 exited = getattr(self._require_owned("start engines").engines[set_id], "state",
@@ -220,6 +217,20 @@ class KernelCluster:
                 if exited or now - waiting.since > self.register_timeout:
                     self._deadline(set_id, waiting, now, exited)
             return dict(self.engines)
+
+    def facts(self, eid: int, wait: float = 0.0) -> EngineInfo | None:
+        """Engine `eid` as known now, its host and pid read from its set-up reply if that has
+        come (waiting up to `wait` seconds for it): an engine that dies just after answering
+        is still named."""
+        with self._lock:
+            reply = self._pending_info.get(eid)
+            if reply is not None and wait:
+                reply.wait(wait)
+            if reply is not None and reply.done():
+                del self._pending_info[eid]
+                if reply.successful():
+                    self._record_info(self.engines[eid], reply.get())
+            return self.engines.get(eid)
 
     def _setup(self, eid: int) -> None:
         view = self.client[eid]
