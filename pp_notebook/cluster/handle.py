@@ -116,6 +116,7 @@ class KernelCluster:
         self.cluster_id = cluster.cluster_id if cluster is not None else cluster_id
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
+        self._ended: set[int] = set()  # engines killed here: gone, even before the hub knows
         self._reaper: Reaper | None = None
         self.segment_prefix = f"pp_notebook-{self.cluster_id}"
         self._holdings: dict[str, dict[str, int]] = {}  # digest -> {host: engine that wrote it}
@@ -170,8 +171,8 @@ class KernelCluster:
         return source() if source is not None else None
 
     def live_ids(self) -> list[int]:
-        """Engines that take work: registered, and not being stopped."""
-        return [e for e in self.client.ids if e not in self.retiring]
+        """Engines that take work: registered, and not being stopped or killed."""
+        return [e for e in self.client.ids if e not in self.retiring and e not in self._ended]
 
     def controller_death(self) -> str | None:
         """What became of the cluster's controller, once it is gone; else None. Cheap: a
@@ -380,6 +381,7 @@ class KernelCluster:
         if info is not None and info.pid is not None:
             pid, host = info.pid, info.host
         if self.owned and pid is not None and host == CLIENT_HOST:
+            self._ended.add(eid)  # a run that waits for its replacement must not count it
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
