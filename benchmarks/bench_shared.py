@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
-from runners import WORKERS, loky_pids, shut_down_loky, stop_and_reap  # noqa: E402
+from runners import WORKERS, loky_pids, shut_down_loky, stop_and_reap, stop_ipp  # noqa: E402
 from sampling import sampling  # noqa: E402
 from tasks import group_mean  # noqa: E402
 
@@ -108,7 +108,7 @@ def peers(stack: ExitStack) -> list[Peer]:
     dask = stack.enter_context(Client(cluster))
     ipp_cluster = ipp.Cluster(n=WORKERS, log_level=40)
     ipp_client = ipp_cluster.start_and_connect_sync()
-    stack.callback(stop_and_reap, ipp_cluster.stop_cluster_sync)
+    stack.callback(stop_ipp, ipp_cluster)
     view = ipp_client[:]
     view.use_cloudpickle()
 

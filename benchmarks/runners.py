@@ -28,6 +28,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config as ShellConfig
 
 import pp_notebook
+from pp_notebook.cluster.files import cluster_files, remove_files
 
 WORKERS = 2
 SETTLE_TIMEOUT_S = 30.0
@@ -80,7 +81,7 @@ def startup_ipp_default() -> float:
     finally:
         if client is not None:
             client.close()
-        stop_and_reap(cluster.stop_cluster_sync)
+        stop_ipp(cluster)
     check_first("ipyparallel", [value])
     return elapsed
 
@@ -314,6 +315,13 @@ def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0) -> None:
             print(f"WARNING: ipyparallel process {proc.pid} outlived its cluster; ending it")
             proc.terminate()
         psutil.wait_procs(alive, timeout=5)
+
+
+def stop_ipp(cluster: ipp.Cluster) -> None:
+    """Stop a peer's ipyparallel cluster and remove what it leaves in the profile (its
+    engine-state file stays there otherwise)."""
+    stop_and_reap(cluster.stop_cluster_sync)
+    remove_files(cluster_files(cluster.profile_dir, cluster.cluster_id))
 
 
 def is_ipyparallel(proc: psutil.Process) -> bool:
