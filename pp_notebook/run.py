@@ -669,13 +669,12 @@ class Run:
         self._release(state, batch)
         self._reclaim(nbytes)
         if columns:  # the engine's clock against ours; the smallest gap is the closest
-            started, duration = columns[7][-1], columns[8][-1]
-            offset = time.time() - (started + duration)
+            *_, started, duration = columns
+            offset = time.time() - (started[-1] + duration[-1])
             if state.clock_offset is None or offset < state.clock_offset:
                 state.clock_offset = offset
-        info = self._started_cluster.engines.get(state.id)
-        host, pid = (info.host, info.pid) if info is not None else (None, None)
-        self._apply_outcomes(state, self._table.host_code(host), pid, columns)
+        _learn(state, self._started_cluster.engines.get(state.id))
+        self._apply_outcomes(state, self._table.host_code(state.host), state.pid, columns)
         seen = set(columns[0]) if columns else set()  # their items' indices
         for index in reversed(self._uncovered(batch, batch.indices)):
             if index not in seen:  # not started: the batch ran out of budget, or cancel
