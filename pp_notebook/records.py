@@ -232,6 +232,8 @@ def _columns(values: list, ok: np.ndarray, scalars: bool) -> dict:
                    for i in range(len(values)))
         columns[key] = _typed(column, gaps)
     return columns
+
+
 def _typed(values: Sequence[Any], gaps: bool) -> Any:
     """Integers stay integers (nullable `Int64` with gaps), bools bools, floats float64."""
     kind = pd.api.types.infer_dtype(values, skipna=True)
