@@ -41,7 +41,15 @@ from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
 from .records import Labels, Records, error_text, errors_frame, merged_frame
-from .shipping import ItemPickler, dumps, refusal, unpicklable, warn_same_streams
+from .shipping import (
+    ItemPickler,
+    dumps,
+    pack_pickled,
+    pack_plain,
+    refusal,
+    unpicklable,
+    warn_same_streams,
+)
 from .snapshot import (
     FAILED,
     EngineSnapshot,
@@ -117,7 +125,6 @@ class _Batch:
 @dataclass(eq=False)
 class _EngineState:
     id: int
-    view: Any
     inflight: deque[_Batch] = field(default_factory=deque)
     has_payload: bool = False
     done: int = 0
@@ -463,10 +470,8 @@ class Run:
                 _learn(state, cluster.facts(state.id))
         live = set(cluster.refresh())
         for eid in live - set(self._engines):
-            try:
-                self._engines[eid] = _EngineState(eid, cluster.client[eid])
-            except IndexError:  # it left since: it had nothing of this run
-                continue
+            if cluster.answered(eid):  # it takes work then: a death after that names its pid
+                self._engines[eid] = _EngineState(eid)
         for state in self._engines.values():
             if not state.dead and state.id not in live:
                 if state.id in cluster.retiring and not state.inflight:
@@ -523,6 +528,9 @@ class Run:
                 if self._queue.peek() in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
                 self._send(state, self._take(size))
+                # Hand the GIL to ipyparallel's IO thread, which sends the batch now: otherwise
+                # it waits for the whole dispatch (at 64 engines, 0.2 s before the last starts).
+                time.sleep(0)
                 sent = True
 
     def _live_engines(self) -> int:
@@ -553,41 +561,52 @@ class Run:
         return self._queue.take(size, alone=self._solo)
 
     def _send(self, state: _EngineState, indices: list[int]) -> _Batch | None:
-        pairs: list[tuple[int, bytes]] = []
-        nbytes = 0
-        for position, (index, item) in enumerate(zip(indices,
-                                                     self._table.items[indices].tolist())):
-            if nbytes > BATCH_BYTES:  # big items: the rest go in later batches
-                self._queue.push_front(indices[position:])
-                break
-            try:
-                pairs.append((index, self._pickler.dumps(item)))
-                nbytes += len(pairs[-1][1])
-            except Exception as exc:  # no retry: it would fail the same way
-                self._table.attempts[index] += 1
-                self._finish(index, "error", retry=False, error_type=type(exc).__name__,
-                             error=f"item {index} ({type(item).__name__}) "
-                                   f"cannot be sent to an engine: {exc}")
-        if not pairs:
+        values = self._table.items[indices].tolist()
+        items = pack_plain(indices, values, BATCH_BYTES)
+        if items is None:
+            indices, items = self._pickle_each(indices, values)
+        if not indices:
             return None
-        batch = _Batch(state.id, [i for i, _ in pairs], solo=pairs[0][0] in self._solo)
+        batch = _Batch(state.id, indices, solo=indices[0] in self._solo)
         payload = None if state.has_payload else self._ship_shared(state)
         state.has_payload = True
         if not state.inflight:
             batch.started = time.monotonic()
         state.inflight.append(batch)
         call = self._batch_call()
-        batch.future = state.view.apply_async(
-            call.fn, call.key, call.no_payload if payload is None else payload,
-            pickle.dumps(pairs), call.timeout, self._policy.budget(len(pairs)),
-            call.concurrency, call.memory_limit)
+        batch.future = self._started_cluster.send_batch(state.id, call.fn, [
+            call.key, call.no_payload if payload is None else payload, items, call.timeout,
+            self._policy.budget(len(indices)), call.concurrency, call.memory_limit])
         # The future holds its batch weakly: a cycle would keep every returned batch (its
         # indices, its outcomes' bytes) until a full garbage collection, ~80 bytes a task.
         # A batch dropped before its future ends was abandoned: its event is a mere wake-up.
         held = weakref.ref(batch)
         batch.future.add_done_callback(lambda _f: self._events.put(held()))
-        self._msg_ids.update(batch.future.msg_ids)
+        self._msg_ids.add(batch.future.msg_id)
         return batch
+
+    def _pickle_each(self, indices: list[int], values: list) -> tuple[list[int], bytes]:
+        """Items pickled one by one (the engine loads each in its own task): one that cannot
+        be pickled ends as its own error, and big ones past BATCH_BYTES wait for later
+        batches. Returns the indices sent and the batch's items."""
+        sent: list[int] = []
+        pickles: list[bytes] = []
+        nbytes = 0
+        for position, (index, item) in enumerate(zip(indices, values)):
+            if nbytes > BATCH_BYTES:  # big items: the rest go in later batches
+                self._queue.push_front(indices[position:])
+                break
+            try:
+                pickles.append(self._pickler.dumps(item))
+            except Exception as exc:  # no retry: it would fail the same way
+                self._table.attempts[index] += 1
+                self._finish(index, "error", retry=False, error_type=type(exc).__name__,
+                             error=f"item {index} ({type(item).__name__}) "
+                                   f"cannot be sent to an engine: {exc}")
+                continue
+            sent.append(index)
+            nbytes += len(pickles[-1])
+        return sent, pack_pickled(sent, pickles)
 
     def _batch_call(self) -> _BatchCall:
         """The run's shared call parts, pickled on first use: by then the engines' set-up
@@ -919,7 +938,7 @@ class Run:
         for state in self._engines.values():
             if state.dead or not state.inflight:
                 continue
-            queued = [b.future for b in list(state.inflight)[1:]]
+            queued = [b.future.msg_id for b in list(state.inflight)[1:]]
             if queued:
                 client.abort(queued, targets=[state.id], block=False)
             state.inflight[0].interrupted = time.monotonic()
@@ -970,15 +989,15 @@ def _outcomes_of(future: Any) -> tuple[list[Sequence[Any]], int]:
     """A returned batch's outcomes as columns (a tuple per Outcome field; none when the batch
     ran nothing), and the size of the bytes they came in."""
     try:
-        raw = future.get(0)
-    except ipp.error.RemoteError as exc:
-        raise _EngineFailure(exc.ename, exc.evalue) from None
-    except ipp.error.TaskAborted as exc:
-        raise _EngineFailure("TaskAborted", "the run was cancelled before this batch ran") from exc
-    except ipp.error.EngineError as exc:
-        raise _EngineFailure("EngineError", str(exc)) from None
+        raw = future.result(0)  # the returned bytes, or the error ipyparallel made of a failure
     except Exception as exc:
-        raise _EngineFailure(type(exc).__name__, str(exc)) from None
+        raw = exc
+    if isinstance(raw, ipp.error.RemoteError):  # a dead engine's too (ename "EngineError")
+        raise _EngineFailure(raw.ename, raw.evalue)
+    if isinstance(raw, ipp.error.TaskAborted):
+        raise _EngineFailure("TaskAborted", "the run was cancelled before this batch ran")
+    if isinstance(raw, BaseException):
+        raise _EngineFailure(type(raw).__name__, str(raw))
     try:
         return pickle.loads(raw), len(raw)
     except Exception as exc:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ class KernelCluster:
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
         self._ended: set[int] = set()  # engines killed here: gone, even before the hub knows
+        self._idents: dict[int, bytes] = {}  # kept: a batch may go to one that just left
         self._reaper: Reaper | None = None
         self.segment_prefix = f"pp_notebook-{self.cluster_id}"
         self._holdings: dict[str, dict[str, int]] = {}  # digest -> {host: engine that wrote it}
@@ -204,6 +206,7 @@ class KernelCluster:
             live = set(self.client.ids)
             for eid in live - set(self.engines):
                 self.engines[eid] = EngineInfo(eid)
+                self._idents[eid] = self.client._engines[eid].encode()
                 self._setup(eid)
             for eid in list(self._pending_info):  # before the dead leave (see facts)
                 self.facts(eid)
@@ -232,6 +235,12 @@ class KernelCluster:
                 if reply.successful():
                     self._record_info(self.engines[eid], reply.get())
             return self.engines.get(eid)
+
+    def answered(self, eid: int) -> bool:
+        """Whether engine `eid` has answered its set-up, so that its host and pid are known
+        (unless the set-up failed there)."""
+        self.facts(eid)
+        return eid not in self._pending_info
 
     def _setup(self, eid: int) -> None:
         view = self.client[eid]
@@ -389,14 +398,22 @@ class KernelCluster:
         elif eid in self.client.ids:  # an engine elsewhere: ask its nanny, beside it
             self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
 
+    def send_batch(self, eid: int, fn: Any, args: list) -> Future:
+        """Call `fn(*args)` on engine `eid`, as a DirectView's apply_async does but without its
+        per-call bookkeeping (views' histories, an AsyncResult: half the client's cost of a
+        call). The future's result is the returned value, or the error ipyparallel made of a
+        failure (a RemoteError, TaskAborted)."""
+        client = self.client
+        return client.send_apply_request(client._mux_stream, fn, args, ident=self._idents[eid])
+
     def published(self, future: Any) -> dict:
         """What the engine published (ipyparallel data messages) while it ran the request
         behind `future`, as it has reached the client so far; works even when the engine died
         before replying."""
-        msg_ids = getattr(future, "msg_ids", None) or []
-        if not msg_ids or msg_ids[0] not in self.client.metadata:
+        msg_id = getattr(future, "msg_id", None)
+        if msg_id not in self.client.metadata:
             return {}
-        return dict(self.client.metadata[msg_ids[0]]["data"])
+        return dict(self.client.metadata[msg_id]["data"])
 
     def interrupt_engine(self, eid: int) -> None:
         """Raise KeyboardInterrupt in the task an engine is running."""

@@ -42,6 +42,24 @@ def test_status_lists_each_live_engine(cluster):
     assert wait_until(lambda: all(e["state"] == "idle" for e in pp.status()["engines"]), 10)
 
 
+def test_an_engine_flushes_what_was_printed_and_skips_the_flush_when_nothing_was(cluster):
+    """Set-up makes ipykernel's per-request flush lazy: printed output is still flushed (and
+    reaches ipyparallel's client), an idle stream is not waited on."""
+    def probe():
+        import sys
+        idle = sys.stdout._flush_pending
+        print("printed on the engine")
+        pending = sys.stdout._flush_pending
+        sys.stdout.flush()
+        return idle, pending, sys.stdout._flush_pending, hasattr(sys.stdout.flush, "pp_lazy")
+
+    for eid in cluster.live_ids():
+        result = cluster.client[eid].apply_async(probe)
+        assert result.get(timeout=10) == (False, True, False, True)
+        result.wait_for_output(10)
+        assert result.stdout == "printed on the engine\n"
+
+
 def test_start_again_reuses_the_running_cluster(cluster):
     before = pp.status()
     again = pp.start()

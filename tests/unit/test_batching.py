@@ -7,6 +7,8 @@ import pytest
 
 from pp_notebook.batching import (
     BATCH_BUDGET_S,
+    CLIENT_LOAD,
+    CLIENT_S_PER_BATCH,
     FIRST_BATCH,
     IN_FLIGHT_PER_ENGINE,
     MAX_BATCH,
@@ -41,10 +43,18 @@ def test_a_fixed_batch_option_is_kept():
 
 
 def test_batches_grow_with_evidence_up_to_the_target_work():
-    assert timed(0.001, 1).batch_size(100_000, 2) == 4  # MIN_BATCH_S of work: safe at once
-    early, later = timed(1e-4, 10).batch_size(100_000, 2), timed(1e-4, 1000).batch_size(100_000, 2)
-    assert early == 47 and later == pytest.approx(TARGET_BATCH_S / 1.05e-4, rel=0.01)
+    assert timed(0.01, 1).batch_size(100_000, 2) == 4  # four times the evidence
+    early, later = timed(0.01, 2).batch_size(100_000, 2), timed(0.01, 1000).batch_size(100_000, 2)
+    assert early == 8 and later == int(TARGET_BATCH_S / 0.010005)
     assert timed(1e-7, 10**6).batch_size(10**9, 2) == MAX_BATCH
+
+
+def test_batches_are_long_enough_that_round_trips_leave_the_client_mostly_idle():
+    floor_s = CLIENT_S_PER_BATCH / CLIENT_LOAD  # of work per engine
+    assert timed(0.001, 1).batch_size(100_000, 2) == int(2 * floor_s / 0.001005)
+    # 64 engines on 0.25 s sleeps: two a batch, not one, while the queue is long ...
+    assert timed(0.25, 64).batch_size(384, 64) == 2
+    assert timed(0.25, 64).batch_size(64, 64) == 1  # ... and one each at the tail
 
 
 def test_the_tail_is_spread_over_every_engine():
