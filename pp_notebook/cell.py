@@ -33,7 +33,7 @@ from typing import Any, cast
 from IPython import get_ipython
 
 from .errors import CellError
-from .records import Labels
+from .records import ItemNamed, Labels
 from .shipping import dumps, refusal, unpicklable, warn_same_streams
 from .store import STORE
 from .tracebacks import relabel
@@ -75,6 +75,8 @@ def header_labels(header: Header) -> Labels:
     """The label columns of an item: each name the header binds, as the item unpacks (an
     item that does not unpack labels nothing; its row says why it failed)."""
     names = header.names
+    if isinstance(header.target, ast.Name):
+        return ItemNamed(header.target.id)
     source = (f"def labels(item):\n    try:\n        {ast.unparse(header.target)} = item\n"
               f"    except Exception:\n        return {{}}\n"
               f"    return {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n")

@@ -49,8 +49,14 @@ def cores(percent: float | None) -> str:
 def short_repr(obj: object, limit: int = 24) -> str:
     """A bounded repr that reads like the user's data: numpy numbers print plainly,
     `(0.3, 0.2)`, not `(np.float64(0.3), 0.2)`."""
+    if type(obj) in PLAIN_TYPES:  # no numpy inside: skip setting its print options (10 µs)
+        return _shortener(limit).repr(obj)
     with np.printoptions(legacy="1.25"):
         return _shortener(limit).repr(obj)
+
+
+PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
+"""Python's own scalars: no numpy inside, and they always pickle and load."""
 
 
 @functools.lru_cache(maxsize=8)

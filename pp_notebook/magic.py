@@ -194,9 +194,10 @@ class ParallelMagics(Magics):
         if interrupted:
             where = f"`{args.out}`" if args.out else "pp_notebook.last_run().result()"
             raise RunInterrupted(run.interrupted_text(where), run)
-        snap = run.snapshot()
-        if args.raise_ and snap.failed:
-            raise RunFailed(_failure_message(snap, args.out), run)
+        if args.raise_:
+            snap = run.snapshot()
+            if snap.failed:
+                raise RunFailed(_failure_message(snap, args.out), run)
         return result
 
     def _background(self, run: Run, args: argparse.Namespace) -> Any:

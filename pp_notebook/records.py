@@ -76,9 +76,19 @@ Labels = Callable[[Any], dict]
 out (a row Series from `iterrows()` is no column)."""
 
 
-def item_label(item: Any) -> dict:
-    """`map`'s label: a scalar item is its own `item` column."""
-    return {"item": item} if pd.api.types.is_scalar(item) else {}
+class ItemNamed:
+    """Labels that are the item itself under one name (`map`'s `item`, `%%parallel x in …`'s
+    `x`), when it is a scalar: a whole column of scalar items is labelled at C speed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, item: Any) -> dict:
+        return {self.name: item} if pd.api.types.is_scalar(item) else {}
+
+
+item_label = ItemNamed("item")
+"""`map`'s label: a scalar item is its own `item` column."""
 
 
 class Records(Sequence[TaskRecord]):
@@ -186,8 +196,8 @@ def _all_scalars(values: np.ndarray, skipna: bool) -> bool:
 def _label_columns(items: np.ndarray, labels: Labels) -> dict[str, list]:
     """{name: one value per task}, in first-seen order: each item's scalar labels, None where
     an item has no such label. One dict at a time, none kept per item."""
-    if labels is item_label and len(items) and _all_scalars(items, skipna=False):
-        return {"item": items.tolist()}
+    if isinstance(labels, ItemNamed) and len(items) and _all_scalars(items, skipna=False):
+        return {labels.name: items.tolist()}
     columns: dict[str, list] = {}
     for task, item in enumerate(items.tolist()):
         for name, value in labels(item).items():

@@ -32,6 +32,7 @@ import cloudpickle
 import numpy as np
 
 from .errors import SameRandomStream
+from .fmt import PLAIN_TYPES
 
 _PROCESS_LOCAL: tuple[tuple[tuple[type, ...], str, str], ...] = (
     ((io.IOBase,), "an open file or stream", "its position and buffer"),
@@ -137,10 +138,6 @@ class ItemPickler:
         self._pickler.clear_memo()
         self._pickler.dump(obj)
         return self._buffer.getvalue()
-
-
-PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
-"""Items of these types always pickle and load, so a batch of them is pickled whole."""
 
 
 def pack_plain(indices: list[int], values: list, limit: int) -> bytes | None:

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from pp_notebook.cell import header_labels, parse_header
 from pp_notebook.records import TaskRecord, errors_frame, item_label, merged_frame
 
 METADATA = ["status", "engine", "host", "duration_s", "attempts", "error"]
@@ -46,6 +47,19 @@ def test_map_puts_scalar_items_in_an_item_column_and_leaves_others_out():
     assert list(scalars["item"]) == [3, 4]
     tuples = merged_frame([ok(0, (1, 2), 3)], labels=item_label)
     assert "item" not in tuples.columns
+
+
+@pytest.mark.parametrize("items", [[3, 4], [3, (1, 2)]], ids=["scalars", "mixed"])
+def test_a_cell_header_names_its_item_column_and_each_unpacked_name(items):
+    single = header_labels(parse_header("x in items"))
+    frame = merged_frame([ok(0, items[0], 9), failed(1, items[1])], labels=single)
+    assert list(frame.columns) == ["x", "result", *METADATA]
+    expected = [3, 4] if items[1] == 4 else [3, None]  # a tuple is no label
+    assert frame["x"].astype(object).where(frame["x"].notna(), None).tolist() == expected
+    pairs = header_labels(parse_header("a, b in items"))
+    frame = merged_frame([ok(0, (1, "u"), 9), failed(1, 5)], labels=pairs)
+    assert list(frame.columns) == ["a", "b", "result", *METADATA]
+    assert frame.loc[0, "b"] == "u" and pd.isna(frame.loc[1, "b"])  # 5 does not unpack
 
 
 def test_integer_columns_stay_integer_nullable_where_failed_rows_leave_gaps():
