@@ -477,7 +477,8 @@ class Run:
                 if state.id in cluster.retiring and not state.inflight:
                     state.dead = state.left = True  # stopped on purpose, idle: nothing to do
                 else:
-                    self._engine_lost(state, "left the cluster")
+                    self._engine_lost(state, "died" if cluster.ended(state.id)
+                                      else "left the cluster")
         alive = [s for s in self._engines.values() if not s.dead]
         self._peak_engines = max(self._peak_engines, len(alive))
         if alive:

@@ -176,6 +176,16 @@ class KernelCluster:
         """Engines that take work: registered, and not being stopped or killed."""
         return [e for e in self.client.ids if e not in self.retiring and e not in self._ended]
 
+    def ended(self, eid: int) -> bool:
+        """Whether engine `eid` is gone as far as this process can tell: its process ended,
+        or was killed from here (the controller may list it for seconds more)."""
+        return eid in self._ended
+
+    @property
+    def _nanny_less(self) -> bool:
+        """Engines this process launched locally have no nanny (launchers.py)."""
+        return self.owned and self.launcher.local
+
     def controller_death(self) -> str | None:
         """What became of the cluster's controller, once it is gone; else None. Cheap: a
         process check for the controller this process started, a look at the connection's
@@ -214,13 +224,34 @@ class KernelCluster:
                 del self.engines[eid]
                 self._pending_info.pop(eid, None)
                 self._lost_writer(eid)
+            self._mark_ended([eid for eid, info in self.engines.items()
+                              if self._process_ended(info)])
             now = time.monotonic()
             for set_id, waiting in list(self._waiting.items()):
                 exited = getattr(self._require_owned("start engines").engines[set_id], "state",
                                  None) == "after"  # its process ended (local, mpiexec)
                 if exited or now - waiting.since > self.register_timeout:
                     self._deadline(set_id, waiting, now, exited)
-            return dict(self.engines)
+            return {eid: info for eid, info in self.engines.items() if eid not in self._ended}
+
+    def _mark_ended(self, eids: list[int]) -> None:
+        """Engines known gone take no more work, and the controller is told at once, as a
+        nanny would (it would otherwise hear of it when their hearts stop, seconds later; its
+        notice ends their unanswered requests for every client)."""
+        client = self.client
+        for eid in set(eids) - self._ended:
+            self._ended.add(eid)
+            client._io_loop.add_callback(client.session.send, client._query_stream,
+                                         "unregistration_request", content={"id": eid})
+
+    def _process_ended(self, info: EngineInfo) -> bool:
+        """Whether the engine set that started this engine is over: its process ended (seen by
+        ipyparallel's launcher, a tenth of a second at most) or was stopped from here. The
+        controller hears of it only when its heart stops, seconds later, without a nanny."""
+        if self.cluster is None or info.engine_set is None:
+            return False
+        engine_set = self.cluster.engines.get(info.engine_set)
+        return engine_set is None or getattr(engine_set, "state", None) == "after"
 
     def facts(self, eid: int, wait: float = 0.0) -> EngineInfo | None:
         """Engine `eid` as known now, its host and pid read from its set-up reply if that has
@@ -390,11 +421,11 @@ class KernelCluster:
         if info is not None and info.pid is not None:
             pid, host = info.pid, info.host
         if self.owned and pid is not None and host == CLIENT_HOST:
-            self._ended.add(eid)  # a run that waits for its replacement must not count it
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            self._mark_ended([eid])  # a run that waits for its replacement must not count it
         elif eid in self.client.ids:  # an engine elsewhere: ask its nanny, beside it
             self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
 
@@ -416,8 +447,16 @@ class KernelCluster:
         return dict(self.client.metadata[msg_id]["data"])
 
     def interrupt_engine(self, eid: int) -> None:
-        """Raise KeyboardInterrupt in the task an engine is running."""
-        self.client.send_signal(signal.SIGINT, targets=[eid], block=False)
+        """Raise KeyboardInterrupt in the task an engine is running: signalled from here for
+        a local engine (it has no nanny), else by its nanny, beside it."""
+        info = self.facts(eid)
+        if self._nanny_less and info is not None and info.pid is not None:
+            try:
+                os.kill(info.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        else:
+            self.client.send_signal(signal.SIGINT, targets=[eid], block=False)
 
     def scale(self, n: int) -> None:
         """Grow or shrink a local cluster to `n` engines; engines leave once their task ends."""

@@ -66,7 +66,7 @@ def test_ssh_engines_take_the_hosts_in_turn_one_engine_each():
 
 def test_local_engines_wait_for_the_controllers_connection_file_they_start_beside():
     assert LAUNCHERS["local"].engine_set_kwargs({}, 0, "", 45.0) == {
-        "engine_args": ["--IPEngine.wait_for_url_file=45.0"]}
+        "engine_args": ["--IPEngine.wait_for_url_file=45.0", "--IPEngine.enable_nanny=False"]}
 
 
 @pytest.mark.parametrize("engines, period", [(1, 100), (2, 100), (16, 160), (64, 500),
