@@ -68,6 +68,7 @@ JOBLIB, IPP_CHUNK_1, POOL = ("joblib.Parallel (loky)", "ipyparallel lbview chunk
 DASK_START = "dask LocalCluster(n_workers=2)"
 SHRINK_OVER = 4
 WARM_ITEMS = 8
+FAST_S, FAST_ROUNDS = 0.2, 9
 RSS_INTERVAL_S = 0.02
 MIB = 2 ** 20
 
@@ -315,14 +316,21 @@ def tail_s(finished: list[float]) -> float:
 
 
 def measure_workload(workload: Workload, runners: list[Runner], repeats: int) -> list[Row]:
-    """Warm every runner on a few items, then time `repeats` interleaved rounds of all."""
+    """Warm every runner on a few items, then time `repeats` interleaved rounds of all, and
+    up to FAST_ROUNDS rounds of the runners that take under FAST_S: a one-off pause (a full
+    garbage collection of this big process takes 85 ms) moves a 3-sample median of a 30 ms
+    run, and the slow runners (seconds a round) would make more rounds of all too long."""
     for runner in runners:
         timed_run(workload, runner, min(WARM_ITEMS, workload.n))
     samples: dict[str, list[Sample]] = {runner.name: [] for runner in runners}
-    for round_ in range(repeats):
-        for runner in runners:
+    for round_ in range(max(repeats, FAST_ROUNDS)):
+        ran = [runner for runner in runners if round_ < repeats
+               or statistics.median(s.seconds for s in samples[runner.name]) < FAST_S]
+        if not ran:
+            break
+        for runner in ran:
             samples[runner.name].append(timed_run(workload, runner, workload.items_for(runner)))
-        print(f"  {workload.name}: round {round_ + 1}/{repeats} done", flush=True)
+        print(f"  {workload.name}: round {round_ + 1} done ({len(ran)} runners)", flush=True)
     return [make_row(workload, runner, samples[runner.name]) for runner in runners]
 
 

@@ -301,10 +301,11 @@ def loky_pids() -> list[int]:
 # -- stopping what was started ------------------------------------------------------------------
 
 def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Call `stop`, then wait until every ipyparallel process this one started has ended.
+    """Call `stop`, then wait until every ipyparallel process this one started has ended, and
+    pp_notebook's reaper (it exits about 0.1 s after the stop).
 
-    An engine's nanny outlives the cluster's stop by a few seconds (about 4 s here), and
-    then no longer counts as our child: wait for it, so that nothing is left running.
+    An engine's nanny (ipyparallel's default clusters) outlives the cluster's stop by a few
+    seconds, and then no longer counts as our child: wait for it, so that nothing is left.
     """
     procs = [p for p in psutil.Process().children(recursive=True) if is_ipyparallel(p)]
     try:
@@ -325,10 +326,12 @@ def stop_ipp(cluster: ipp.Cluster) -> None:
 
 
 def is_ipyparallel(proc: psutil.Process) -> bool:
+    """An ipyparallel process, or pp_notebook's reaper of one."""
     try:
-        return "ipyparallel" in " ".join(proc.cmdline())
+        command = " ".join(proc.cmdline())
     except psutil.Error:
         return False
+    return "ipyparallel" in command or "pp_notebook.cluster.reaper" in command
 
 
 def close_mp_pool(pool: Any) -> None:
