@@ -960,11 +960,12 @@ class Run:
 
     def _clean_up(self) -> None:
         """Drop this run's function from the engines and its messages from the client."""
-        client = self._started_cluster.client
+        cluster = self._started_cluster
+        client = cluster.client
         try:
-            live = [s.id for s in self._engines.values() if not s.dead and s.has_payload]
-            if live:  # its messages are pruned with the run's: they would pile up, run by run
-                self._msg_ids.update(client[live].apply_async(forget, self._key).msg_ids)
+            for state in self._engines.values():
+                if not state.dead and state.has_payload:  # pruned with the run's messages
+                    self._msg_ids.add(cluster.send_batch(state.id, forget, [self._key]).msg_id)
         except Exception:  # the cluster may be gone: nothing left to clean there
             pass
         client.history[:] = [m for m in client.history if m not in self._msg_ids]

@@ -21,13 +21,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ipyparallel as ipp
 import psutil
+from ipyparallel.client.futures import MessageFuture
 from tornado.platform.asyncio import AsyncIOLoop
 
 from .. import engine as engine_module
@@ -429,7 +429,7 @@ class KernelCluster:
         elif eid in self.client.ids:  # an engine elsewhere: ask its nanny, beside it
             self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
 
-    def send_batch(self, eid: int, fn: Any, args: list) -> Future:
+    def send_batch(self, eid: int, fn: Any, args: list) -> MessageFuture:
         """Call `fn(*args)` on engine `eid`, as a DirectView's apply_async does but without its
         per-call bookkeeping (views' histories, an AsyncResult: half the client's cost of a
         call). The future's result is the returned value, or the error ipyparallel made of a
