@@ -300,14 +300,17 @@ def loky_pids() -> list[int]:
 
 # -- stopping what was started ------------------------------------------------------------------
 
-def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0) -> None:
+def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0,
+                  cluster_id: str | None = None) -> None:
     """Call `stop`, then wait until every ipyparallel process this one started has ended, and
     pp_notebook's reaper (it exits about 0.1 s after the stop).
 
     An engine's nanny (ipyparallel's default clusters) outlives the cluster's stop by a few
     seconds, and then no longer counts as our child: wait for it, so that nothing is left.
+    With `cluster_id`, only that cluster's processes are waited for: another cluster (the
+    peer beside pp_notebook's, in bench_shared) keeps running.
     """
-    procs = [p for p in psutil.Process().children(recursive=True) if is_ipyparallel(p)]
+    procs = ipyparallel_processes(cluster_id)
     try:
         stop()
     finally:
@@ -318,10 +321,33 @@ def stop_and_reap(stop: Callable[[], Any], timeout: float = 30.0) -> None:
         psutil.wait_procs(alive, timeout=5)
 
 
+def ipyparallel_processes(cluster_id: str | None = None) -> list[psutil.Process]:
+    """This process's ipyparallel descendants (and pp_notebook's reaper); with `cluster_id`,
+    those whose command names it (controller and its schedulers, engines) and their children
+    (engines' nannies)."""
+    found = [p for p in psutil.Process().children(recursive=True) if is_ipyparallel(p)]
+    if cluster_id is None:
+        return found
+    roots = []
+    for process in found:
+        try:
+            if cluster_id in " ".join(process.cmdline()):
+                roots.append(process)
+        except psutil.Error:
+            pass
+    children = []
+    for root in roots:
+        try:
+            children += root.children(recursive=True)
+        except psutil.Error:
+            pass
+    return list({p.pid: p for p in roots + children}.values())
+
+
 def stop_ipp(cluster: ipp.Cluster) -> None:
     """Stop a peer's ipyparallel cluster and remove what it leaves in the profile (its
     engine-state file stays there otherwise)."""
-    stop_and_reap(cluster.stop_cluster_sync)
+    stop_and_reap(cluster.stop_cluster_sync, cluster_id=cluster.cluster_id)
     remove_files(cluster_files(cluster.profile_dir, cluster.cluster_id))
 
 
