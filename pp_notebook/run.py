@@ -71,6 +71,10 @@ from .views.plots import plot_run
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
+CANCEL_RESIGNAL_S = 0.1
+"""A cancelled run's running batches are interrupted again this often until they return: an
+engine ignores SIGINT between two requests (ipyparallel's engine takes it only while one runs),
+so an interrupt that lands just before the batch starts is lost."""
 REPLACEMENT_WAIT_S = 15.0
 CONTROLLER_CHECK_S = 0.5
 DEATH_FACTS_WAIT_S = 0.5
@@ -114,7 +118,8 @@ class _Batch:
     indices: list[int]
     future: Any = None
     started: float | None = None  # monotonic: when it became the engine's running batch
-    interrupted: float | None = None
+    interrupted: float | None = None  # monotonic: first interrupted
+    signalled: float = 0.0  # monotonic: last interrupted
     killed_for: str | None = None  # "timeout" | "cancel" when the client ended its engine
     abandoned: bool = False
     solo: bool = False  # a suspect item, sent to an idle engine and nothing queued behind it
@@ -730,8 +735,7 @@ class Run:
                 or any(self._table.is_pending(i) for i in batch.indices):
             return
         batch.superseded = True
-        batch.interrupted = time.monotonic()
-        self._started_cluster.interrupt_engine(batch.engine)
+        self._interrupt(self._engines[batch.engine], batch)
 
     def _release(self, state: _EngineState, batch: _Batch) -> None:
         if batch in state.inflight:
@@ -910,8 +914,7 @@ class Run:
                 # It was queued behind the running batch when the cancel came, and started
                 # before the abort reached the engine: interrupt it now as well.
                 batch.started = batch.started if batch.started is not None else now
-                batch.interrupted = now
-                self._started_cluster.interrupt_engine(state.id)
+                self._interrupt(state, batch)
                 continue
             if batch.started is None:
                 continue
@@ -920,9 +923,17 @@ class Run:
                     batch.killed_for = self._interrupted_for(batch)
                     self._started_cluster.kill_engine(state.id, state.pid, state.host)
                     self._engine_lost(state, "was ended")
+                elif self._cancelling and now - batch.signalled >= CANCEL_RESIGNAL_S:
+                    self._interrupt(state, batch)  # the last one may have come too early
             elif timeout is not None and now - batch.started > BATCH_BUDGET_S + timeout + grace:
-                batch.interrupted = now
-                self._started_cluster.interrupt_engine(state.id)
+                self._interrupt(state, batch)
+
+    def _interrupt(self, state: _EngineState, batch: _Batch) -> None:
+        """Raise KeyboardInterrupt in `state`'s running task, `batch`'s."""
+        batch.signalled = time.monotonic()
+        if batch.interrupted is None:
+            batch.interrupted = batch.signalled
+        self._started_cluster.interrupt_engine(state.id)
 
     def _interrupted_for(self, batch: _Batch) -> str:
         """Why the client interrupted a running batch: the cancel (of the run, or of a copy
@@ -942,10 +953,9 @@ class Run:
             queued = [b.future.msg_id for b in list(state.inflight)[1:]]
             if queued:
                 client.abort(queued, targets=[state.id], block=False)
-            state.inflight[0].interrupted = time.monotonic()
             if state.inflight[0].started is None:
                 state.inflight[0].started = time.monotonic()
-            cluster.interrupt_engine(state.id)
+            self._interrupt(state, state.inflight[0])
 
     def _end_remaining(self, status: Status, reason: str) -> None:
         for state in self._engines.values():

@@ -44,6 +44,27 @@ def test_cancel_keeps_finished_results_and_the_cluster_stays_usable(cluster):
     assert [r.value for r in again.records] == [-x for x in range(10)]
 
 
+def test_a_cancel_that_comes_before_the_engines_start_still_stops_them_at_once(cluster):
+    """An engine ignores SIGINT between two requests: the run interrupts again until the
+    batch returns, rather than waiting for the grace and ending the engine."""
+    pids = sorted(e["pid"] for e in pp.status()["engines"])
+    for _ in range(3):
+        # Each engine is busy with another request: the cancel's first interrupt ends that
+        # one, and the run's batch, queued behind it, starts after.
+        busy = cluster.client[cluster.live_ids()].apply_async(time.sleep, 0.5)
+        run = pp.map(lambda x: time.sleep(30) or x, range(4))
+        assert wait_until(lambda: all(e.running_task is not None
+                                      for e in run.snapshot().engines), 10)  # sent
+        started = time.monotonic()
+        run.cancel()
+        assert run.wait(15)
+        ended_after = time.monotonic() - started
+        busy.wait(5)
+        assert ended_after < 2, f"the run ended {ended_after:.1f} s after the cancel"
+        assert {k: n for k, n in run.snapshot().counts.items() if n} == {"cancelled": 4}
+        assert sorted(e["pid"] for e in pp.status()["engines"]) == pids  # none was ended
+
+
 def test_keyboard_interrupt_during_wait_cancels_the_run(cluster):
     run = pp.map(lambda x: time.sleep(0.2) or x, range(100))
     assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 2, 30)
