@@ -71,10 +71,6 @@ from .views.plots import plot_run
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
-CANCEL_RESIGNAL_S = 0.1
-"""A cancelled run's running batches are interrupted again this often until they return: an
-engine ignores SIGINT between two requests (ipyparallel's engine takes it only while one runs),
-so an interrupt that lands just before the batch starts is lost."""
 REPLACEMENT_WAIT_S = 15.0
 CONTROLLER_CHECK_S = 0.5
 DEATH_FACTS_WAIT_S = 0.5
@@ -118,8 +114,7 @@ class _Batch:
     indices: list[int]
     future: Any = None
     started: float | None = None  # monotonic: when it became the engine's running batch
-    interrupted: float | None = None  # monotonic: first interrupted
-    signalled: float = 0.0  # monotonic: last interrupted
+    interrupted: float | None = None
     killed_for: str | None = None  # "timeout" | "cancel" when the client ended its engine
     abandoned: bool = False
     solo: bool = False  # a suspect item, sent to an idle engine and nothing queued behind it
@@ -923,16 +918,12 @@ class Run:
                     batch.killed_for = self._interrupted_for(batch)
                     self._started_cluster.kill_engine(state.id, state.pid, state.host)
                     self._engine_lost(state, "was ended")
-                elif self._cancelling and now - batch.signalled >= CANCEL_RESIGNAL_S:
-                    self._interrupt(state, batch)  # the last one may have come too early
             elif timeout is not None and now - batch.started > BATCH_BUDGET_S + timeout + grace:
                 self._interrupt(state, batch)
 
     def _interrupt(self, state: _EngineState, batch: _Batch) -> None:
         """Raise KeyboardInterrupt in `state`'s running task, `batch`'s."""
-        batch.signalled = time.monotonic()
-        if batch.interrupted is None:
-            batch.interrupted = batch.signalled
+        batch.interrupted = time.monotonic()
         self._started_cluster.interrupt_engine(state.id)
 
     def _interrupted_for(self, batch: _Batch) -> str:
@@ -950,9 +941,10 @@ class Run:
         for state in self._engines.values():
             if state.dead or not state.inflight:
                 continue
-            queued = [b.future.msg_id for b in list(state.inflight)[1:]]
-            if queued:
-                client.abort(queued, targets=[state.id], block=False)
+            # The running batch too: an engine ignores SIGINT between two requests, so one
+            # that lands just before the batch starts is lost; the abort then skips it.
+            client.abort([b.future.msg_id for b in state.inflight], targets=[state.id],
+                         block=False)
             if state.inflight[0].started is None:
                 state.inflight[0].started = time.monotonic()
             self._interrupt(state, state.inflight[0])

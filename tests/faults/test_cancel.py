@@ -45,8 +45,9 @@ def test_cancel_keeps_finished_results_and_the_cluster_stays_usable(cluster):
 
 
 def test_a_cancel_that_comes_before_the_engines_start_still_stops_them_at_once(cluster):
-    """An engine ignores SIGINT between two requests: the run interrupts again until the
-    batch returns, rather than waiting for the grace and ending the engine."""
+    """An engine ignores SIGINT between two requests: the cancel also aborts the batch it
+    means to interrupt, so an engine that had not started it skips it, rather than the run
+    waiting for the grace and ending the engine."""
     pids = sorted(e["pid"] for e in pp.status()["engines"])
     for _ in range(3):
         # Each engine is busy with another request: the cancel's first interrupt ends that
