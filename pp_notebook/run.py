@@ -21,6 +21,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
@@ -71,6 +72,7 @@ from .views.plots import plot_run
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
 CANCEL_GRACE_S = 5.0
+CANCEL_ABORT_WAIT_S = 0.5
 REPLACEMENT_WAIT_S = 15.0
 CONTROLLER_CHECK_S = 0.5
 DEATH_FACTS_WAIT_S = 0.5
@@ -936,15 +938,20 @@ class Run:
         for index in self._queue:
             self._finish(index, "cancelled", error="the run was cancelled")
         self._queue.clear()
-        cluster = self._started_cluster
-        client = cluster.client
-        for state in self._engines.values():
-            if state.dead or not state.inflight:
-                continue
-            # The running batch too: an engine ignores SIGINT between two requests, so one
-            # that lands just before the batch starts is lost; the abort then skips it.
-            client.abort([b.future.msg_id for b in state.inflight], targets=[state.id],
-                         block=False)
+        client = self._started_cluster.client
+        busy = [s for s in self._engines.values() if not s.dead and s.inflight]
+        # Abort every batch, the running one too, and interrupt only once the engines have
+        # the aborts: an engine ignores SIGINT between two requests, so an interrupt that
+        # lands just before a batch starts is lost, and the abort must then skip that batch.
+        aborts = []
+        for state in busy:
+            try:
+                aborts.append(client.abort([b.future.msg_id for b in state.inflight],
+                                           targets=[state.id], block=False))
+            except Exception:  # it left the cluster meanwhile: the run sees it next
+                pass
+        futures_wait(aborts, timeout=CANCEL_ABORT_WAIT_S)
+        for state in busy:
             if state.inflight[0].started is None:
                 state.inflight[0].started = time.monotonic()
             self._interrupt(state, state.inflight[0])
