@@ -117,7 +117,8 @@ class KernelCluster:
         self.cluster_id = cluster.cluster_id if cluster is not None else cluster_id
         self.engines: dict[int, EngineInfo] = {}
         self.retiring: set[int] = set()  # engines being stopped on purpose: runs send them nothing
-        self._ended: set[int] = set()  # engines killed here: gone, even before the hub knows
+        self._ended: set[int] = set()  # killed here or their process ended: gone, even
+        # before the controller knows
         self._idents: dict[int, bytes] = {}  # kept: a batch may go to one that just left
         self._reaper: Reaper | None = None
         self.segment_prefix = f"pp_notebook-{self.cluster_id}"
@@ -180,11 +181,6 @@ class KernelCluster:
         """Whether engine `eid` is gone as far as this process can tell: its process ended,
         or was killed from here (the controller may list it for seconds more)."""
         return eid in self._ended
-
-    @property
-    def _nanny_less(self) -> bool:
-        """Engines this process launched locally have no nanny (launchers.py)."""
-        return self.owned and self.launcher.local
 
     def controller_death(self) -> str | None:
         """What became of the cluster's controller, once it is gone; else None. Cheap: a
@@ -420,14 +416,21 @@ class KernelCluster:
         info = self.engines.get(eid)
         if info is not None and info.pid is not None:
             pid, host = info.pid, info.host
-        if self.owned and pid is not None and host == CLIENT_HOST:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._signal_here(pid, host, signal.SIGKILL):
             self._mark_ended([eid])  # a run that waits for its replacement must not count it
         elif eid in self.client.ids:  # an engine elsewhere: ask its nanny, beside it
             self.client.send_signal(signal.SIGKILL, targets=[eid], block=False)
+
+    def _signal_here(self, pid: int | None, host: str | None, sig: int) -> bool:
+        """Signal an engine this process started on this host itself (a local engine has no
+        nanny to relay it); False for one elsewhere, or not known here."""
+        if not (self.owned and pid is not None and host == CLIENT_HOST):
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        return True
 
     def send_batch(self, eid: int, fn: Any, args: list) -> MessageFuture:
         """Call `fn(*args)` on engine `eid`, as a DirectView's apply_async does but without its
@@ -448,14 +451,9 @@ class KernelCluster:
 
     def interrupt_engine(self, eid: int) -> None:
         """Raise KeyboardInterrupt in the task an engine is running: signalled from here for
-        a local engine (it has no nanny), else by its nanny, beside it."""
+        one this process started on this host, else by its nanny, beside it."""
         info = self.facts(eid)
-        if self._nanny_less and info is not None and info.pid is not None:
-            try:
-                os.kill(info.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        else:
+        if info is None or not self._signal_here(info.pid, info.host, signal.SIGINT):
             self.client.send_signal(signal.SIGINT, targets=[eid], block=False)
 
     def scale(self, n: int) -> None:
