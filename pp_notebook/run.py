@@ -499,10 +499,10 @@ class Run:
     def _check_controller(self) -> None:
         """End the run with a clear reason, keeping every result, if the controller died."""
         now = time.monotonic()
-        if now - self._controller_checked < CONTROLLER_CHECK_S:
+        cluster = self._started_cluster
+        if now - self._controller_checked < CONTROLLER_CHECK_S and not cluster.stopped:
             return
         self._controller_checked = now
-        cluster = self._started_cluster
         death = cluster.controller_death()
         if death is not None and (self._queue or any(e.inflight for e in self._engines.values())):
             finished = len(self._table) - self._counts.get("pending", 0)
@@ -859,7 +859,8 @@ class Run:
             self._queue.push_front(innocent)
             for index in charged:
                 self._charge_death(index, state.id, batch, where, how)
-        if cluster.owned and not self._cancelling and state.id not in cluster.retiring:
+        if cluster.owned and not cluster.stopped and not self._cancelling \
+                and state.id not in cluster.retiring:
             cluster.add_engines(1, wait=False)
             self._replacements += 1
 

@@ -124,6 +124,7 @@ class KernelCluster:
         self.segment_prefix = f"pp_notebook-{self.cluster_id}"
         self._holdings: dict[str, dict[str, int]] = {}  # digest -> {host: engine that wrote it}
         self.autoscaler: Autoscaler | None = None
+        self.stopped = False  # shut down: a run still going ends, and no engine is started
         if cluster is not None:
             self._reaper = Reaper()
             self._reaper.watch(cluster.controller.process.pid)
@@ -185,7 +186,11 @@ class KernelCluster:
     def controller_death(self) -> str | None:
         """What became of the cluster's controller, once it is gone; else None. Cheap: a
         process check for the controller this process started, a look at the connection's
-        monitor for any (a cluster joined with `connect` too)."""
+        monitor for any (a cluster joined with `connect` too). A cluster shut down from here
+        is gone too."""
+        if self.stopped:
+            return "the cluster was stopped (pp_notebook.stop())" if self.owned else \
+                f"the connection to cluster {self.cluster_id!r} was closed"
         process = getattr(self.cluster.controller, "process", None) if self.cluster else None
         if process is not None:
             try:
@@ -354,6 +359,8 @@ class KernelCluster:
             self.wait_for_engines()
 
     def _start_engine_set(self, cluster: ipp.Cluster) -> None:
+        if self.stopped:  # its engine would wait for a connection file that never comes
+            raise ClusterError("the cluster was stopped: pp_notebook.start() starts a new one")
         folder = os.path.join(cluster.profile_dir, "log", f"ipengine-{self.cluster_id}")
         kwargs = self.launcher.engine_set_kwargs(self.launcher_options, self._sets_started,
                                                  folder, self.register_timeout)
@@ -554,6 +561,8 @@ class KernelCluster:
     def shutdown(self) -> None:
         """Stop a local cluster's engines and controller; disconnect from a foreign one. The
         shared values leave the hosts either way."""
+        with self._lock:  # an engine set being started finishes first, and is stopped below
+            self.stopped = True
         # A local cluster's engines stop now (those elsewhere remove their files as they
         # stop): only this host's files are left to remove. A connected one's engines stay.
         self.drop_shared(list(self._holdings), engines_too=self.cluster is None)

@@ -181,3 +181,38 @@ def test_status_says_a_connected_clusters_controller_went_away(connected_control
     assert statuses[0]["running"] is False and "went away" in statuses[0]["lost"]
     text = cluster_status_text(statuses[0])
     assert "went away" in text and "%pp connect" in text and "%pp start" in text
+
+
+def engine_processes() -> set[psutil.Process]:
+    """The engines (and nannies) this test process has started that still run."""
+    found = set()
+    for process in alive(psutil.Process().children(recursive=True)):
+        try:
+            if "ipyparallel.engine" in " ".join(process.cmdline()):
+                found.add(process)
+        except psutil.Error:  # it has just ended
+            pass
+    return found
+
+
+def test_stopping_the_cluster_mid_run_ends_the_run_and_starts_no_engine():
+    """`pp.stop()` (here the handle's shutdown) while a run is in flight: its engines end,
+    and that is no engine death to replace. The rest of the run ends as lost, saying that
+    the cluster was stopped; what had finished is kept, and no engine outlives the stop (a
+    replacement started into the stopped cluster waited 120 s for its connection file)."""
+    others = engine_processes()  # another test's cluster may be running
+    with dedicated_cluster(2) as handle:
+        run = Run(triple, range(TASKS), RunOptions()).start(handle)
+        assert wait_until(lambda: run.snapshot().counts.get("ok", 0) >= 4, 60)
+        handle.shutdown()
+        assert run.wait(15)
+        finished = {r.task: r.value for r in run.records if r.status == "ok"}
+        lost = [r for r in run.records if r.status != "ok"]
+        assert len(finished) >= 4 and lost and all(r.status == "lost" for r in lost)
+        assert all("the cluster was stopped" in r.error for r in lost), lost[0].error
+        assert isinstance(run.failure, ClusterError)
+        assert all(value == {"x": t, "triple": 3 * t} for t, value in finished.items())
+        time.sleep(1)  # a replacement would be launched by now
+        assert engine_processes() - others == set()
+        with pytest.raises(ClusterError, match="stopped"):
+            handle.add_engines(1)
