@@ -36,7 +36,7 @@ from . import fmt
 from .batching import BATCH_BUDGET_S, BATCH_BYTES, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
-from .cluster.handle import EngineInfo
+from .cluster.handle import EngineInfo, KernelCluster
 from .engine import OVERDUE_KEY, forget, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
@@ -172,7 +172,7 @@ class Run:
             self._checkpoint = Checkpoint(options.checkpoint, options.key)
             self._keys = [self._checkpoint.key_of(item) for item in items]
             self._checkpoint.restore(table, self._keys)
-        self._cluster: cluster_module.KernelCluster | None = None
+        self._cluster: KernelCluster | None = None
         self._key = uuid.uuid4().hex
         self._call: _BatchCall | None = None
         self._pickler = ItemPickler()
@@ -208,7 +208,7 @@ class Run:
         self._thread = threading.Thread(target=self._loop, name="pp_notebook-run", daemon=True)
         self._demand_source = self.demand
 
-    def start(self, cluster: cluster_module.KernelCluster | None = None) -> Run:
+    def start(self, cluster: KernelCluster | None = None) -> Run:
         """Send the items to `cluster`'s engines (default: the kernel's cluster, started if
         need be) from the scheduling thread; returns at once."""
         self._cluster = cluster if cluster is not None else cluster_module.current()
@@ -319,12 +319,12 @@ class Run:
         return len(self._queue)
 
     @property
-    def cluster(self) -> cluster_module.KernelCluster | None:
+    def cluster(self) -> KernelCluster | None:
         """The cluster the run was started on (None before `start()`)."""
         return self._cluster
 
     @property
-    def _started_cluster(self) -> cluster_module.KernelCluster:
+    def _started_cluster(self) -> KernelCluster:
         """The cluster, for the scheduling thread: it runs only after `start()` set it."""
         assert self._cluster is not None, "the run has not been started"
         return self._cluster

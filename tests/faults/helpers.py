@@ -9,8 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from pp_notebook.cluster import KernelCluster
-from pp_notebook.cluster.handle import start_cluster
+from pp_notebook.cluster.handle import KernelCluster, start_cluster
 
 from helpers import process_tree
 
