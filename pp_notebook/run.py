@@ -67,7 +67,6 @@ from .store import SHM_DIR, STORE, SharedValue, fits_in_shared_memory
 from .summary import RunSummary, summarize
 from .tasktable import PENDING, TaskQueue, TaskTable
 from .tracebacks import SourceMap
-from .views.plots import plot_run
 
 TICK_S = 0.05
 NO_ENGINE_GRACE_S = 60.0
@@ -311,6 +310,8 @@ class Run:
     def plot(self) -> Any:
         """A matplotlib Figure: each engine's task timeline and the duration histogram, of the
         run so far (it does not wait)."""
+        from .views.plots import plot_run  # matplotlib takes 0.3 s to load: only when asked
+
         return plot_run(self._table, self._started_at)
 
     @property
