@@ -352,12 +352,14 @@ def stop_ipp(cluster: ipp.Cluster) -> None:
 
 
 def is_ipyparallel(proc: psutil.Process) -> bool:
-    """An ipyparallel process, or pp_notebook's reaper of one."""
+    """An ipyparallel process (pp_notebook's controller and engines are ipyparallel's, run
+    from `pp_notebook.apps`), or pp_notebook's reaper of one."""
     try:
         command = " ".join(proc.cmdline())
     except psutil.Error:
         return False
-    return "ipyparallel" in command or "pp_notebook.cluster.reaper" in command
+    return "ipyparallel" in command or "pp_notebook.apps" in command \
+        or "pp_notebook.cluster.reaper" in command
 
 
 def close_mp_pool(pool: Any) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from typing import Any
 import ipyparallel as ipp
 import psutil
 from ipyparallel.client.futures import MessageFuture
+from ipyparallel.serialize import use_cloudpickle
 from tornado.platform.asyncio import AsyncIOLoop
 
 from .. import engine as engine_module
@@ -41,6 +43,8 @@ from .reaper import Reaper, cancel_jobs
 from .transport import controller_address, encryption_args
 from .watch import ControllerWatch
 
+CONTROLLER_CMD = [sys.executable, "-m", "pp_notebook.apps", "controller"]
+"""ipyparallel's controller, less a fixed pause in its set-up (pp_notebook/apps.py)."""
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
 DROP_WAIT_S = 5.0
@@ -49,7 +53,7 @@ RECONNECT_GRACE_S = 1.0
 """A closed connection to the controller counts as its death once not made again this long
 (libzmq retries every 0.1 s): a controller that went away, not a blip."""
 
-HEARTBEAT_MS_PER_ENGINE, HEARTBEAT_MS_RANGE = 10, (100, 500)
+HEARTBEAT_MS_PER_ENGINE, HEARTBEAT_MS_RANGE = 10, (50, 500)
 SILENT_HOST_S = 5.0
 """A host whose engines' hearts have not answered for this long is dead (any period)."""
 REGISTER_TIMEOUT_S = 120.0
@@ -58,9 +62,12 @@ start) before it is given up."""
 NOT_GRANTED_KEPT = 10
 log = logging.getLogger("pp_notebook")
 # Run on each new engine: make `pp_notebook.engine` importable even where the package is not
-# installed (an engine on another host), by loading this module's source text.
+# installed (an engine on another host), by loading this module's source text; and serialize
+# with cloudpickle, as View.use_cloudpickle() has an engine do (in a request of its own).
 _BOOTSTRAP = """
 import sys, types
+from ipyparallel.serialize import use_cloudpickle
+use_cloudpickle()
 try:
     import pp_notebook.engine
 except ImportError:
@@ -276,8 +283,8 @@ class KernelCluster:
 
     def _setup(self, eid: int) -> None:
         view = self.client[eid]
+        use_cloudpickle()  # here, as on the engine (_BOOTSTRAP)
         view.execute(_BOOTSTRAP.format(source=Path(engine_module.__file__).read_text()))
-        view.use_cloudpickle()
         self._pending_info[eid] = view.apply_async(engine_module.engine_info,
                                                    self.segment_prefix)
 
@@ -599,7 +606,7 @@ def controller_args(engines: int) -> list[str]:
 
     The controller takes in a new engine on the first heartbeat after the engine's heart
     answers (up to two periods: a 500 ms period cost 0.8 s of start-up), but it also handles
-    every engine's answer to every beat. So it beats every 10 ms per engine, between 100 and
+    every engine's answer to every beat. So it beats every 10 ms per engine, between 50 and
     500 ms, and a host silent for 5 s is dead whatever the period. No results database: the
     controller would otherwise keep every result (+200 MB over 20,000 10 kB results).
     """
@@ -636,7 +643,7 @@ def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
                           shutdown_atexit=False)
     handle = None
     try:
-        _on_cluster_loop(cluster.start_controller())
+        _on_cluster_loop(cluster.start_controller(controller_cmd=CONTROLLER_CMD))
         handle = KernelCluster(None, cluster, launcher=launcher, launcher_options=options,
                                register_timeout=register_timeout, engines=n)
         handle.wait_for_engines()

@@ -20,6 +20,8 @@ from ipyparallel.cluster.launcher import LauncherError, SlurmEngineSetLauncher
 
 ENGINE_CMD = [sys.executable, "-m", "ipyparallel.engine"]
 """This interpreter, on every host: a site shares it (and this package) between its nodes."""
+LOCAL_ENGINE_CMD = [sys.executable, "-m", "pp_notebook.apps", "engine"]
+"""ipyparallel's engine, quicker to see its connection file (pp_notebook/apps.py)."""
 
 
 class SlurmEngines(SlurmEngineSetLauncher):
@@ -72,7 +74,7 @@ class Launcher:
         `file_wait` seconds for its connection file."""
         # A local engine needs no nanny (a process each, 0.22 s of its start): this process
         # signals it and sees it end itself (KernelCluster.interrupt_engine, refresh).
-        kwargs: dict[str, Any] = {"engine_args": [
+        kwargs: dict[str, Any] = {"engine_cmd": list(LOCAL_ENGINE_CMD), "engine_args": [
             f"--IPEngine.wait_for_url_file={file_wait}", "--IPEngine.enable_nanny=False"]} \
             if self.local else {"engine_cmd": list(ENGINE_CMD)}
         if self.scheduler:  # an absolute name: ipyparallel joins it to its work_dir, "."

@@ -6,7 +6,7 @@ from IPython.core.error import UsageError
 
 import pp_notebook as pp
 from pp_notebook.cluster.handle import controller_args
-from pp_notebook.cluster.launchers import ENGINE_CMD, LAUNCHERS, launcher_for
+from pp_notebook.cluster.launchers import ENGINE_CMD, LAUNCHERS, LOCAL_ENGINE_CMD, launcher_for
 
 from helpers import ipython_shell
 
@@ -66,10 +66,11 @@ def test_ssh_engines_take_the_hosts_in_turn_one_engine_each():
 
 def test_local_engines_wait_for_the_controllers_connection_file_they_start_beside():
     assert LAUNCHERS["local"].engine_set_kwargs({}, 0, "", 45.0) == {
+        "engine_cmd": LOCAL_ENGINE_CMD,
         "engine_args": ["--IPEngine.wait_for_url_file=45.0", "--IPEngine.enable_nanny=False"]}
 
 
-@pytest.mark.parametrize("engines, period", [(1, 100), (2, 100), (16, 160), (64, 500),
+@pytest.mark.parametrize("engines, period", [(1, 50), (2, 50), (16, 160), (64, 500),
                                              (1000, 500)])
 def test_the_heartbeat_quickens_for_small_clusters_and_a_silent_host_is_dead_in_5_s(
         engines, period):
