@@ -517,10 +517,13 @@ class Run:
     def _dispatch(self) -> None:
         """Fill each engine up to the policy's depth of batches; a suspect item runs alone.
         The batches sent at one time are of one size, the policy's for the queue as it was:
-        a run's first dispatch spreads a short run whole over every engine's slots."""
+        a run's first dispatch spreads a short run whole over every engine's slots. At the
+        tail of a run of even tasks, an engine takes its share of what is left instead: the
+        items that make it end with the others (BatchPolicy.share)."""
         sent = True
         engines = self._live_engines()
         size = self._policy.batch_size(len(self._queue), engines)
+        shared = self._policy.even() and self._policy.at_tail(len(self._queue), engines)
         while self._queue and sent:
             sent = False
             depth = self._policy.depth(len(self._queue), engines)
@@ -531,11 +534,29 @@ class Run:
                     return
                 if self._queue.peek() in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
-                self._send(state, self._take(size))
+                self._send(state, self._take(self._share(state) if shared else size))
                 # Hand the GIL to ipyparallel's IO thread, which sends the batch now: otherwise
                 # it waits for the whole dispatch (at 64 engines, 0.2 s before the last starts).
                 time.sleep(0)
                 sent = True
+
+    def _share(self, state: _EngineState) -> int:
+        """`state`'s share of the queue's tail, with even tasks: the items that make it end
+        with the other engines, by how long each is expected to be busy."""
+        queued = len(self._queue)
+        now, mean = time.monotonic(), self._policy.mean_item_s() or 0.0
+        others = [self._busy_s(other, now, mean) for other in self._engines.values()
+                  if other is not state and self._takes_work(other)]
+        return self._policy.share(queued, self._busy_s(state, now, mean), others)
+
+    @staticmethod
+    def _busy_s(state: _EngineState, now: float, mean: float) -> float:
+        """How long the engine is expected to work on the batches it holds."""
+        if not state.inflight:
+            return 0.0
+        running = state.inflight[0]
+        ran = now - running.started if running.started is not None else 0.0
+        return max(0.0, sum(len(b.indices) for b in state.inflight) * mean - ran)
 
     def _live_engines(self) -> int:
         return sum(not s.dead for s in self._engines.values())
@@ -763,7 +784,7 @@ class Run:
                            np.fromiter(started, float, len(tasks)) + (state.clock_offset or 0.0),
                            np.fromiter(duration, float, len(tasks)), output)
         self._log_attempts(index, status)
-        self._policy.observe(sum(duration), len(duration))
+        self._policy.observe(sum(duration), len(duration), sum(d * d for d in duration))
         if status.count("ok") == len(status):
             state.done += len(status)
             self._finish_ok(tasks, value)

@@ -9,6 +9,8 @@ from pp_notebook.batching import (
     BATCH_BUDGET_S,
     CLIENT_LOAD,
     CLIENT_S_PER_BATCH,
+    EVEN_CV,
+    EVEN_EVIDENCE,
     FIRST_BATCH,
     IN_FLIGHT_PER_ENGINE,
     MAX_BATCH,
@@ -92,10 +94,40 @@ def test_concurrency_shares_an_engine_between_its_threads():
     assert timed(0.04, 100, concurrency=4).mean_item_s() == pytest.approx(0.040005 / 4)
 
 
-def simulate(durations: list[float], engines: int) -> float:
+def test_times_are_even_when_they_vary_little_and_enough_have_been_seen():
+    assert timed(0.01, 100).even()
+    assert not timed(0.01, EVEN_EVIDENCE - 1).even()
+    mixed = timed(0.001, 50)
+    for _ in range(50):
+        mixed.observe(0.1)
+    assert not mixed.even()
+    batches = BatchPolicy()  # a batch's total and its squares: ten items of 10 and 12 ms
+    batches.observe(0.11, 10, squares=5 * 0.01 ** 2 + 5 * 0.012 ** 2)
+    assert batches.even() and (0.001 / 0.011) < EVEN_CV
+
+
+def test_the_tail_is_where_batches_shrink_to_spread_the_queue():
+    policy = timed(0.001, 1000)
+    assert not policy.at_tail(100_000, 2) and policy.at_tail(40, 2)
+    assert not BatchPolicy().at_tail(40, 2)  # nothing timed yet
+    assert not BatchPolicy(batch=7).at_tail(3, 2)
+
+
+def test_an_engines_share_of_an_even_tail_makes_it_end_with_the_others():
+    policy = timed(0.01, 100)
+    # 20 items of 10 ms; the other engine is busy for 100 ms: 15 here, 5 left for it
+    assert policy.share(20, 0.0, [0.1]) == 15
+    assert policy.share(5, 0.0, [0.0]) == 3
+    assert policy.share(3, 0.5, [0.0]) == 1  # busy longer than the rest takes: one item
+    assert timed(0.01, 100, concurrency=4).share(2, 0.0, [0.0]) == 2  # never beyond the queue
+
+
+def simulate(durations: list[float], engines: int, batches: list | None = None) -> float:
     """The makespan of a run scheduled by the policy on `engines` simulated engines: each
-    holds up to `depth` batches, runs items in order, and hands back what is left once its
-    budget is spent (as the engine code does). Durations are known to the engines only."""
+    takes a batch when it is free, runs items in order, and hands back what is left once its
+    budget is spent (as the engine code does); at the tail of even work an engine takes its
+    share (as Run._dispatch does). Durations are known to the engines only. Each batch's
+    (engine, size, whether at the tail) is appended to `batches`."""
     policy = BatchPolicy()
     queue = list(range(len(durations)))
     free_at = [0.0] * engines
@@ -105,6 +137,12 @@ def simulate(durations: list[float], engines: int) -> float:
     while queue:
         now, engine = heapq.heappop(events)
         size = policy.batch_size(len(queue), engines)
+        tail = policy.at_tail(len(queue), engines)
+        if tail and policy.even():
+            size = policy.share(len(queue), 0.0, [max(0.0, free_at[other] - now)
+                                                  for other in range(engines) if other != engine])
+        if batches is not None:
+            batches.append((engine, size, tail))
         batch, queue = queue[:size], queue[size:]
         budget, spent, clock = policy.budget(len(batch)), 0.0, max(now, free_at[engine])
         for position, index in enumerate(batch):
@@ -136,3 +174,12 @@ def test_the_makespan_stays_within_the_list_scheduling_bound(durations):
 
 def test_even_work_splits_evenly_between_the_engines():
     assert simulate([0.01] * 400, 2) <= 1.05 * 2.0
+
+
+def test_the_tail_of_even_work_is_shared_out_at_once():
+    """Each engine takes one batch at the tail (halving it would cost each a batch boundary
+    per round), and they still end together."""
+    batches: list = []
+    assert simulate([0.01] * 400, 2, batches) <= 1.01 * 2.0
+    at_tail = [engine for engine, _, tail in batches if tail]
+    assert sorted(at_tail) == [0, 1]
