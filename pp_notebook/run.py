@@ -780,11 +780,13 @@ class Run:
             if not len(tasks):
                 return
         index, status, value, error_type, error, traceback, output, started, duration = columns
+        durations = np.fromiter(duration, float, len(tasks))
         table.set_attempts(tasks, state.id, host, pid,
                            np.fromiter(started, float, len(tasks)) + (state.clock_offset or 0.0),
-                           np.fromiter(duration, float, len(tasks)), output)
+                           durations, output)
         self._log_attempts(index, status)
-        self._policy.observe(sum(duration), len(duration), sum(d * d for d in duration))
+        self._policy.observe(float(durations.sum()), len(durations),
+                             float(durations @ durations))
         if status.count("ok") == len(status):
             state.done += len(status)
             self._finish_ok(tasks, value)
