@@ -445,7 +445,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
                  "n_stragglers": 1_000, "n_slow": 5, "n_io": 1_000, "io_budget_s": 1.0,
                  "n_many": 100_000}
     return Config(quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
-                  startup_repeats=1 if args.quick else 2, json_path=args.json, **sizes)
+                  startup_repeats=1 if args.quick else 3, json_path=args.json, **sizes)
 
 
 def main(argv: list[str] | None = None) -> int:

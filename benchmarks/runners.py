@@ -28,6 +28,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config as ShellConfig
 
 import pp_notebook
+import pp_notebook.cluster.handle  # noqa: F401  loaded before any timing, as each peer's modules
 from pp_notebook.cluster.files import cluster_files, remove_files
 
 WORKERS = 2
@@ -352,14 +353,15 @@ def stop_ipp(cluster: ipp.Cluster) -> None:
 
 
 def is_ipyparallel(proc: psutil.Process) -> bool:
-    """An ipyparallel process (pp_notebook's controller and engines are ipyparallel's, run
-    from `pp_notebook.apps`), or pp_notebook's reaper of one."""
+    """An ipyparallel process (pp_notebook's controller and local engines are ipyparallel's,
+    run from `pp_notebook.controller_app` and `engine_app`), or pp_notebook's reaper of one."""
     try:
         command = " ".join(proc.cmdline())
     except psutil.Error:
         return False
-    return "ipyparallel" in command or "pp_notebook.apps" in command \
-        or "pp_notebook.cluster.reaper" in command
+    return any(name in command for name in (
+        "ipyparallel", "pp_notebook.controller_app", "pp_notebook.engine_app",
+        "pp_notebook.cluster.reaper"))
 
 
 def close_mp_pool(pool: Any) -> None:

@@ -43,8 +43,8 @@ from .reaper import Reaper, cancel_jobs
 from .transport import controller_address, encryption_args
 from .watch import ControllerWatch
 
-CONTROLLER_CMD = [sys.executable, "-m", "pp_notebook.apps", "controller"]
-"""ipyparallel's controller, less a fixed pause in its set-up (pp_notebook/apps.py)."""
+CONTROLLER_CMD = [sys.executable, "-m", "pp_notebook.controller_app"]
+"""ipyparallel's controller, less a fixed pause in its set-up (pp_notebook/controller_app.py)."""
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
 DROP_WAIT_S = 5.0

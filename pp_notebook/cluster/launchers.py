@@ -20,8 +20,8 @@ from ipyparallel.cluster.launcher import LauncherError, SlurmEngineSetLauncher
 
 ENGINE_CMD = [sys.executable, "-m", "ipyparallel.engine"]
 """This interpreter, on every host: a site shares it (and this package) between its nodes."""
-LOCAL_ENGINE_CMD = [sys.executable, "-m", "pp_notebook.apps", "engine"]
-"""ipyparallel's engine, quicker to see its connection file (pp_notebook/apps.py)."""
+LOCAL_ENGINE_CMD = [sys.executable, "-m", "pp_notebook.engine_app"]
+"""ipyparallel's engine, quicker to see its connection file (pp_notebook/engine_app.py)."""
 
 
 class SlurmEngines(SlurmEngineSetLauncher):

@@ -188,7 +188,7 @@ def engine_processes() -> set[psutil.Process]:
     found = set()
     for process in alive(psutil.Process().children(recursive=True)):
         try:
-            if "pp_notebook.apps engine" in " ".join(process.cmdline()):
+            if "pp_notebook.engine_app" in " ".join(process.cmdline()):
                 found.add(process)
         except psutil.Error:  # it has just ended
             pass
