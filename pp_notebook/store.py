@@ -6,10 +6,11 @@ goes, pickled with protocol 5, to one file per engine host in `/dev/shm`. Its en
 file read-only: numeric arrays (and the numeric blocks of pandas frames) are used in place,
 zero-copy; string and object columns are unpickled once per engine and cached there.
 
-"Unchanged" is known by a fingerprint: the CRC-32 of each protocol-5 buffer and of the
-in-band pickle, with their sizes (37 ms on a 160 MB frame here, against 96 ms for SHA-1 and
-200 ms for BLAKE2b). A value changed in place gets a new fingerprint and ships again; an
-unchanged one ships nothing. The chance that a change keeps every CRC is about 1 in 4e9.
+"Unchanged" is known by a fingerprint: the CRC-32 of each 8 MiB of the protocol-5 buffers
+and of the in-band pickle, with their sizes, computed on every core (zlib lets go of the GIL):
+22 ms on a 160 MB frame on 2 cores (39 ms in one thread; 96 ms for SHA-1, 200 ms for
+BLAKE2b). A value changed in place gets a new fingerprint and ships again; an unchanged one
+ships nothing. The chance that a change keeps every CRC is about 1 in 4e9.
 
 The store keeps at most `limit_bytes` of values (least recently used first out); what it
 drops, and everything on `forget()` or when the cluster stops, leaves the hosts too.
@@ -18,11 +19,13 @@ drops, and everything on `forget()` or when the cluster stops, leaves the hosts 
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import shutil
 import threading
 import zlib
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,10 @@ SHARE_THRESHOLD_BYTES = 1_000_000
 """Values at least this big (their numeric data) are shared instead of sent with the task."""
 DEFAULT_LIMIT_BYTES = 4 * 2**30
 SHM_DIR = "/dev/shm"
+CRC_CHUNK_BYTES = 8 << 20
+"""A fingerprint's CRCs are of pieces this big, spread over the cores."""
+_crc_pool: ThreadPoolExecutor | None = None
+_crc_pool_lock = threading.Lock()
 
 
 @dataclass(eq=False)
@@ -126,10 +133,28 @@ def _numeric_bytes(value: Any) -> int:
 
 
 def _fingerprint(inband: bytes, buffers: list[pickle.PickleBuffer]) -> str:
-    """Size and CRC-32 of the in-band pickle and of each buffer, folded into a short name."""
-    parts = [f"{len(inband)}:{zlib.crc32(inband):08x}"]
-    parts += [f"{raw.nbytes}:{zlib.crc32(raw):08x}" for raw in (b.raw() for b in buffers)]
+    """Size and CRC-32 of the in-band pickle and of each buffer's CRC_CHUNK_BYTES pieces,
+    folded into a short name."""
+    pieces = [memoryview(inband)]
+    sizes = [len(inband)]
+    for raw in (b.raw() for b in buffers):
+        sizes.append(raw.nbytes)
+        pieces += [raw[start:start + CRC_CHUNK_BYTES]
+                   for start in range(0, raw.nbytes, CRC_CHUNK_BYTES)]
+    crcs = _crcs(pieces)
+    parts = [*map(str, sizes), *(f"{crc:08x}" for crc in crcs)]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=10).hexdigest()
+
+
+def _crcs(pieces: list[memoryview]) -> list[int]:
+    """The CRC-32 of each piece, on as many threads as there are cores."""
+    global _crc_pool
+    if len(pieces) < 2:
+        return [zlib.crc32(piece) for piece in pieces]
+    with _crc_pool_lock:
+        if _crc_pool is None:
+            _crc_pool = ThreadPoolExecutor(os.cpu_count() or 2, "pp_notebook-crc")
+    return list(_crc_pool.map(zlib.crc32, pieces))
 
 
 STORE = SharedStore()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pp_notebook import engine
+from pp_notebook import store as store_module
 from pp_notebook.shipping import dumps
 from pp_notebook.store import SHARE_THRESHOLD_BYTES, SharedStore
 
@@ -35,6 +36,28 @@ def test_an_unchanged_value_keeps_its_fingerprint_and_a_change_in_place_gets_a_n
     data.loc[5, "x"] = -1.0
     changed = store.add(data, "data")
     assert changed is not first and changed.digest != first.digest
+
+
+def test_a_fingerprint_covers_every_piece_of_a_buffer_crcd_on_several_threads(monkeypatch):
+    """The buffers are CRC'd in pieces across the cores: a change in any piece, or two
+    pieces swapped, is a new fingerprint; the same bytes keep theirs."""
+    monkeypatch.setattr(store_module, "CRC_CHUNK_BYTES", 1024)
+    values = np.arange(4096, dtype=np.float64)  # 32 pieces
+
+    def digest(array: np.ndarray) -> str:
+        buffers: list[pickle.PickleBuffer] = []
+        inband = pickle.dumps(array, protocol=5, buffer_callback=buffers.append)
+        return store_module._fingerprint(inband, buffers)
+
+    first = digest(values)
+    assert digest(values.copy()) == first
+    for changed_at in (0, 2000, 4095):
+        changed = values.copy()
+        changed[changed_at] = -1.0
+        assert digest(changed) != first
+    swapped = values.copy()
+    swapped[:128], swapped[128:256] = values[128:256], values[:128]  # pieces 0 and 1
+    assert digest(swapped) != first
 
 
 def test_the_store_drops_the_least_recently_used_values_beyond_its_limit():
