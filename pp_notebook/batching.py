@@ -114,13 +114,20 @@ class BatchPolicy:
         return self.batch_size(queued, engines) < self.batch_size(queued + MAX_BATCH * engines,
                                                                   engines)
 
-    def share(self, queued: int, busy_s: float, others_busy_s: list[float]) -> int:
+    def share(self, queued: int, busy_s: float, others_busy_s: float, others: int) -> int:
         """At the tail of an even run: the items for an engine busy for `busy_s` more seconds
-        (0: idle) such that it ends with the other engines (busy for `others_busy_s`) once
-        the `queued` items are all handed out."""
+        (0: idle) such that it ends with the `others` engines (busy for `others_busy_s` in
+        all) once the `queued` items are handed out. 0 when it is busy past that end: the
+        others take the rest. At least MIN_BATCH_S of work (and one item per thread), at most
+        what its budget allows with its margin (BUDGET_FACTOR of BATCH_BUDGET_S)."""
         mean = self.mean_item_s() or ITEM_OVERHEAD_S
-        end = (queued * mean + busy_s + sum(others_busy_s)) / (1 + len(others_busy_s))
-        return min(queued, max(self.concurrency, int((end - busy_s) / mean + 0.5)))
+        end = (queued * mean + busy_s + others_busy_s) / (1 + others)
+        items = int((end - busy_s) / mean + 0.5)
+        if items <= 0 and busy_s > 0:
+            return 0
+        smallest = max(int(MIN_BATCH_S / mean), self.concurrency)
+        largest = max(smallest, int(BATCH_BUDGET_S / (BUDGET_FACTOR * mean)))
+        return min(queued, max(smallest, min(items, largest)))
 
     def budget(self, size: int) -> float:
         """Seconds an engine may spend on a batch of `size` items before handing the rest back."""

@@ -3,13 +3,13 @@ file.
 
 A local engine is launched beside the controller and waits for the connection file the
 controller writes once it is up; `IPEngine` looks for it every 0.1 s (50 ms lost on average).
-This one looks every FILE_POLL_S. Run as `python -m pp_notebook.engine_app <ipengine's
-arguments>`.
+This one looks every FILE_POLL_S, and waits until the file is whole. Run as
+`python -m pp_notebook.engine_app <ipengine's arguments>`.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import time
 
 from ipyparallel.engine.app import IPEngine
@@ -24,9 +24,20 @@ class QuickEngine(IPEngine):
         if not self.connection_info_env:
             self.find_connection_file()
             deadline = time.monotonic() + self.wait_for_url_file
-            while not os.path.exists(self.url_file) and time.monotonic() < deadline:
+            while not _written(self.url_file) and time.monotonic() < deadline:
                 time.sleep(FILE_POLL_S)
         super().init_engine()  # finds the file there (or gives up, as IPEngine does)
+
+
+def _written(path: str) -> bool:
+    """Whether the connection file is there whole: the controller creates it, then writes
+    it, and an engine looking this often could read it in between."""
+    try:
+        with open(path) as file:
+            json.load(file)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -433,8 +433,10 @@ class Run:
                 self._handle_events()
                 self._watchdog()
             self._ended_mono = time.monotonic()
-            if not self._cancel_requested:  # a cancel hands control back now: the next run
-                self._await_replacements()  # takes the replacements as they register
+            # A cancel hands control back now (the next run takes the replacements as they
+            # register); a stopped cluster has none coming.
+            if not self._cancel_requested and not self._started_cluster.stopped:
+                self._await_replacements()
         except BaseException as exc:  # never lose what finished: end the rest with a reason
             self.failure = exc
             self._end_remaining("lost", f"the run stopped: {type(exc).__name__}: {exc}")
@@ -468,6 +470,8 @@ class Run:
     def _sync_engines(self) -> None:
         self._check_controller()
         cluster = self._started_cluster
+        if cluster.stopped:  # the run has ended its rest: no engine of it is to be replaced
+            return
         for state in self._engines.values():
             if state.pid is None:  # kept: a dead engine's facts leave the cluster's list
                 _learn(state, cluster.facts(state.id))
@@ -519,11 +523,13 @@ class Run:
         The batches sent at one time are of one size, the policy's for the queue as it was:
         a run's first dispatch spreads a short run whole over every engine's slots. At the
         tail of a run of even tasks, an engine takes its share of what is left instead: the
-        items that make it end with the others (BatchPolicy.share)."""
+        items that make it end with the others (BatchPolicy.share), by how long each is
+        expected to be busy (computed once a dispatch, then counted up as batches go)."""
         sent = True
         engines = self._live_engines()
         size = self._policy.batch_size(len(self._queue), engines)
-        shared = self._policy.even() and self._policy.at_tail(len(self._queue), engines)
+        busy = self._busy_times() \
+            if self._policy.even() and self._policy.at_tail(len(self._queue), engines) else None
         while self._queue and sent:
             sent = False
             depth = self._policy.depth(len(self._queue), engines)
@@ -534,29 +540,31 @@ class Run:
                     return
                 if self._queue.peek() in self._solo and state.inflight:
                     continue  # only an idle engine takes a suspect: its death then names it
-                self._send(state, self._take(self._share(state) if shared else size))
+                if busy is not None:
+                    size = self._policy.share(len(self._queue), busy[state.id],
+                                              sum(busy.values()) - busy[state.id], len(busy) - 1)
+                    if not size:
+                        continue
+                batch = self._send(state, self._take(size))
+                if busy is not None and batch is not None:
+                    busy[state.id] += len(batch.indices) * (self._policy.mean_item_s() or 0.0)
                 # Hand the GIL to ipyparallel's IO thread, which sends the batch now: otherwise
                 # it waits for the whole dispatch (at 64 engines, 0.2 s before the last starts).
                 time.sleep(0)
                 sent = True
 
-    def _share(self, state: _EngineState) -> int:
-        """`state`'s share of the queue's tail, with even tasks: the items that make it end
-        with the other engines, by how long each is expected to be busy."""
-        queued = len(self._queue)
+    def _busy_times(self) -> dict[int, float]:
+        """How long each engine that takes work is expected to be busy with the batches it
+        holds (those holding a suspect take no more work until it is done: left out)."""
         now, mean = time.monotonic(), self._policy.mean_item_s() or 0.0
-        others = [self._busy_s(other, now, mean) for other in self._engines.values()
-                  if other is not state and self._takes_work(other)]
-        return self._policy.share(queued, self._busy_s(state, now, mean), others)
-
-    @staticmethod
-    def _busy_s(state: _EngineState, now: float, mean: float) -> float:
-        """How long the engine is expected to work on the batches it holds."""
-        if not state.inflight:
-            return 0.0
-        running = state.inflight[0]
-        ran = now - running.started if running.started is not None else 0.0
-        return max(0.0, sum(len(b.indices) for b in state.inflight) * mean - ran)
+        busy = {}
+        for state in self._engines.values():
+            if not self._takes_work(state) or any(b.solo for b in state.inflight):
+                continue
+            running = state.inflight[0] if state.inflight else None
+            ran = now - running.started if running is not None and running.started else 0.0
+            busy[state.id] = max(0.0, sum(len(b.indices) for b in state.inflight) * mean - ran)
+        return busy
 
     def _live_engines(self) -> int:
         return sum(not s.dead for s in self._engines.values())
@@ -885,8 +893,11 @@ class Run:
                 self._charge_death(index, state.id, batch, where, how)
         if cluster.owned and not cluster.stopped and not self._cancelling \
                 and state.id not in cluster.retiring:
-            cluster.add_engines(1, wait=False)
-            self._replacements += 1
+            try:
+                cluster.add_engines(1, wait=False)
+                self._replacements += 1
+            except cluster_module.ClusterError:  # stopped meanwhile: the next tick ends the run
+                pass
 
     def _culprits(self, running: _Batch | None, alone: bool) -> set[int]:
         """The items of the dead engine's running batch to blame for its death: those its

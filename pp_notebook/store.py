@@ -147,14 +147,25 @@ def _fingerprint(inband: bytes, buffers: list[pickle.PickleBuffer]) -> str:
 
 
 def _crcs(pieces: list[memoryview]) -> list[int]:
-    """The CRC-32 of each piece, on as many threads as there are cores."""
+    """The CRC-32 of each piece, on as many threads as this process has cores."""
     global _crc_pool
     if len(pieces) < 2:
         return [zlib.crc32(piece) for piece in pieces]
     with _crc_pool_lock:
         if _crc_pool is None:
-            _crc_pool = ThreadPoolExecutor(os.cpu_count() or 2, "pp_notebook-crc")
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else os.cpu_count() or 2
+            _crc_pool = ThreadPoolExecutor(cores, "pp_notebook-crc")
     return list(_crc_pool.map(zlib.crc32, pieces))
+
+
+def _forget_crc_pool() -> None:
+    """A forked child has none of its parent's threads: it starts its own pool (and lock)."""
+    global _crc_pool, _crc_pool_lock
+    _crc_pool, _crc_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_crc_pool)
 
 
 STORE = SharedStore()

@@ -75,7 +75,8 @@ def start(engines: int | str | None = None, *, launcher: str | None = None,
         if _current is None:
             _current = start_cluster(n, chosen, launcher_options, controller_ip=controller_ip,
                                      encrypt=encrypt, register_timeout=REGISTER_TIMEOUT_S
-                                     if register_timeout is None else register_timeout)
+                                     if register_timeout is None else register_timeout,
+                                     most_engines=limits[1] if limits is not None else n)
         elif limits is None and engines is not None and _current.owned \
                 and len(_current.live_ids()) != n:
             _current.scale(n)

@@ -29,6 +29,7 @@ from typing import Any
 import ipyparallel as ipp
 import psutil
 from ipyparallel.client.futures import MessageFuture
+from ipyparallel.cluster.launcher import LocalControllerLauncher
 from ipyparallel.serialize import use_cloudpickle
 from tornado.platform.asyncio import AsyncIOLoop
 
@@ -132,16 +133,21 @@ class KernelCluster:
         self._holdings: dict[str, dict[str, int]] = {}  # digest -> {host: engine that wrote it}
         self.autoscaler: Autoscaler | None = None
         self.stopped = False  # shut down: a run still going ends, and no engine is started
-        if cluster is not None:
-            self._reaper = Reaper()
-            self._reaper.watch(cluster.controller.process.pid)
-            self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
-            for pattern in cluster_files(cluster.profile_dir, self.cluster_id):
-                self._reaper.remove(pattern)
-            for _ in range(engines):
-                self._start_engine_set(cluster)
-        if client is None:
-            client = _on_cluster_loop(self._require_owned("connect").connect_client())
+        try:
+            if cluster is not None:
+                self._reaper = Reaper()
+                self._reaper.watch(cluster.controller.process.pid)
+                self._reaper.remove(os.path.join(SHM_DIR, f"{self.segment_prefix}-*"))
+                for pattern in cluster_files(cluster.profile_dir, self.cluster_id):
+                    self._reaper.remove(pattern)
+                for _ in range(engines):
+                    self._start_engine_set(cluster)
+            if client is None:
+                client = _on_cluster_loop(self._require_owned("connect").connect_client())
+        except BaseException:  # no handle to shut down: the reaper ends what was started
+            if self._reaper is not None:
+                self._reaper.close()
+            raise
         self.client = client
         # The hub's query connection; ipyparallel offers no public handle on it.
         self._controller_watch = ControllerWatch(client._query_socket)
@@ -236,8 +242,11 @@ class KernelCluster:
                               if self._process_ended(info)])
             now = time.monotonic()
             for set_id, waiting in list(self._waiting.items()):
-                exited = getattr(self._require_owned("start engines").engines[set_id], "state",
-                                 None) == "after"  # its process ended (local, mpiexec)
+                engine_set = self._require_owned("start engines").engines.get(set_id)
+                if engine_set is None:  # stopped with the cluster: nothing to wait for
+                    del self._waiting[set_id]
+                    continue
+                exited = getattr(engine_set, "state", None) == "after"  # its process ended
                 if exited or now - waiting.since > self.register_timeout:
                     self._deadline(set_id, waiting, now, exited)
             return {eid: info for eid, info in self.engines.items() if eid not in self._ended}
@@ -620,8 +629,10 @@ def controller_args(engines: int) -> list[str]:
 def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
                   options: Mapping[str, Any] | None = None, *,
                   controller_ip: str | None = None, encrypt: bool | None = None,
-                  register_timeout: float = REGISTER_TIMEOUT_S) -> KernelCluster:
-    """A new cluster of `n` engines started by `launcher`, watched by a reaper.
+                  register_timeout: float = REGISTER_TIMEOUT_S,
+                  most_engines: int | None = None) -> KernelCluster:
+    """A new cluster of `n` engines started by `launcher`, watched by a reaper. Its
+    heartbeat is sized for `most_engines` (default `n`), the most it is meant to grow to.
 
     A local cluster listens on loopback unless told otherwise; one whose engines run on other
     hosts listens on `controller_ip` (default: the address of this host's name), with
@@ -636,14 +647,20 @@ def start_cluster(n: int, launcher: Launcher = LAUNCHERS["local"],
     # are handed the connection in their environment once the controller has written it.
     cluster = ipp.Cluster(n=0, delay=0, engine_launcher_class=launcher.ipp_class,
                           send_engines_connection_env=not launcher.local,
-                          controller_args=[*controller_args(n),
+                          controller_args=[*controller_args(max(n, most_engines or n)),
                                            *encryption_args(address, encrypt)],
                           cluster_id=new_cluster_id(),
                           controller_ip=address, log_level=logging.ERROR,
                           shutdown_atexit=False)
     handle = None
     try:
-        _on_cluster_loop(cluster.start_controller(controller_cmd=CONTROLLER_CMD))
+        # ipyparallel's controller less its pause, where it runs here (a profile may have
+        # configured another controller launcher: it keeps its own command)
+        launcher_class = cluster.controller_launcher_class
+        quick = isinstance(launcher_class, type) \
+            and issubclass(launcher_class, LocalControllerLauncher)
+        _on_cluster_loop(cluster.start_controller(
+            **({"controller_cmd": CONTROLLER_CMD} if quick else {})))
         handle = KernelCluster(None, cluster, launcher=launcher, launcher_options=options,
                                register_timeout=register_timeout, engines=n)
         handle.wait_for_engines()

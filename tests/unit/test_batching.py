@@ -7,6 +7,7 @@ import pytest
 
 from pp_notebook.batching import (
     BATCH_BUDGET_S,
+    BUDGET_FACTOR,
     CLIENT_LOAD,
     CLIENT_S_PER_BATCH,
     EVEN_CV,
@@ -14,6 +15,7 @@ from pp_notebook.batching import (
     FIRST_BATCH,
     IN_FLIGHT_PER_ENGINE,
     MAX_BATCH,
+    MIN_BATCH_S,
     MIN_BUDGET_S,
     SPECULATE_MIN_S,
     TARGET_BATCH_S,
@@ -116,10 +118,20 @@ def test_the_tail_is_where_batches_shrink_to_spread_the_queue():
 def test_an_engines_share_of_an_even_tail_makes_it_end_with_the_others():
     policy = timed(0.01, 100)
     # 20 items of 10 ms; the other engine is busy for 100 ms: 15 here, 5 left for it
-    assert policy.share(20, 0.0, [0.1]) == 15
-    assert policy.share(5, 0.0, [0.0]) == 3
-    assert policy.share(3, 0.5, [0.0]) == 1  # busy longer than the rest takes: one item
-    assert timed(0.01, 100, concurrency=4).share(2, 0.0, [0.0]) == 2  # never beyond the queue
+    assert policy.share(20, 0.0, 0.1, 1) == 15
+    assert policy.share(5, 0.0, 0.0, 1) == 3
+    assert policy.share(3, 0.5, 0.0, 1) == 0  # busy past the end: the other takes the rest
+    assert policy.share(3, 0.0, 5.0, 3) == 3  # idle: it takes what is left
+    assert timed(0.01, 100, concurrency=4).share(2, 0.0, 0.0, 1) == 2  # never beyond the queue
+
+
+def test_a_share_keeps_its_budgets_margin_and_a_batchs_least_work():
+    # 1,000 items of 10 ms for one engine: no more than half its 1 s budget allows
+    assert timed(0.01, 100).share(1000, 0.0, 0.0, 0) == int(
+        BATCH_BUDGET_S / (BUDGET_FACTOR * 0.010005))
+    # 1,000 items of 10 µs over 64 engines: 16 each would not pay for their trips
+    tiny = timed(1e-5, 100)
+    assert tiny.share(1000, 0.0, 0.0, 63) == int(MIN_BATCH_S / tiny.mean_item_s())
 
 
 def simulate(durations: list[float], engines: int, batches: list | None = None) -> float:
@@ -139,8 +151,8 @@ def simulate(durations: list[float], engines: int, batches: list | None = None) 
         size = policy.batch_size(len(queue), engines)
         tail = policy.at_tail(len(queue), engines)
         if tail and policy.even():
-            size = policy.share(len(queue), 0.0, [max(0.0, free_at[other] - now)
-                                                  for other in range(engines) if other != engine])
+            others = [max(0.0, free_at[other] - now) for other in range(engines) if other != engine]
+            size = policy.share(len(queue), 0.0, sum(others), len(others))
         if batches is not None:
             batches.append((engine, size, tail))
         batch, queue = queue[:size], queue[size:]
