@@ -530,6 +530,7 @@ class Run:
         size = self._policy.batch_size(len(self._queue), engines)
         busy = self._busy_times() \
             if self._policy.even() and self._policy.at_tail(len(self._queue), engines) else None
+        busy_total = sum(busy.values()) if busy is not None else 0.0
         while self._queue and sent:
             sent = False
             depth = self._policy.depth(len(self._queue), engines)
@@ -542,12 +543,14 @@ class Run:
                     continue  # only an idle engine takes a suspect: its death then names it
                 if busy is not None:
                     size = self._policy.share(len(self._queue), busy[state.id],
-                                              sum(busy.values()) - busy[state.id], len(busy) - 1)
+                                              busy_total - busy[state.id], len(busy) - 1)
                     if not size:
                         continue
                 batch = self._send(state, self._take(size))
                 if busy is not None and batch is not None:
-                    busy[state.id] += len(batch.indices) * (self._policy.mean_item_s() or 0.0)
+                    added = len(batch.indices) * (self._policy.mean_item_s() or 0.0)
+                    busy[state.id] += added
+                    busy_total += added
                 # Hand the GIL to ipyparallel's IO thread, which sends the batch now: otherwise
                 # it waits for the whole dispatch (at 64 engines, 0.2 s before the last starts).
                 time.sleep(0)
