@@ -22,7 +22,7 @@ import time
 import traceback
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -141,13 +141,15 @@ def leftovers() -> dict:
             "stdout": type(sys.stdout).__name__}
 
 
-def forget(run_key: str) -> None:
-    """Drop a finished run's function from this engine."""
-    _payloads.pop(run_key, None)
+def forget(run_keys: Iterable[str]) -> None:
+    """Drop finished runs' functions from this engine."""
+    for key in run_keys:
+        _payloads.pop(key, None)
 
 
 def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float | None,
-              budget: float, concurrency: int = 1, memory_limit: int | None = None) -> bytes:
+              budget: float, concurrency: int = 1, memory_limit: int | None = None,
+              finished: Iterable[str] | None = None) -> bytes:
     """Run each item of a batch, return pickled Outcomes.
 
     `items` is a pickled (indices, entries, pickled) triple: with `pickled`, each entry is
@@ -158,8 +160,10 @@ def run_batch(run_key: str, payload: bytes | None, items: bytes, timeout: float 
     run and is kept for the next ones. New items are not started once `budget` seconds have
     passed: the client requeues what was not run, so no batch holds an engine for long.
     `concurrency` > 1 runs that many items at once in threads (for tasks that wait on I/O).
-    `memory_limit` caps how many bytes the engine may add while a task runs.
+    `memory_limit` caps how many bytes the engine may add while a task runs. `finished`:
+    keys of finished runs whose functions this engine drops first (cluster/finished_runs.py).
     """
+    forget(finished or ())
     indices, entries, pickled = pickle.loads(items)
     load = pickle.loads if pickled else _as_is
     pairs = list(zip(indices, entries))

@@ -37,7 +37,7 @@ from .batching import BATCH_BUDGET_S, BATCH_BYTES, BatchPolicy
 from .checkpoint import Checkpoint
 from .cluster.autoscale import Demand
 from .cluster.handle import EngineInfo, KernelCluster
-from .engine import OVERDUE_KEY, forget, run_batch
+from .engine import OVERDUE_KEY, run_batch
 from .errors import NoRoomToShare, RunInterrupted
 from .fmt import short_repr
 from .options import RunOptions
@@ -103,7 +103,7 @@ class _BatchCall(NamedTuple):
 
     fn: PrePickled
     key: PrePickled
-    no_payload: PrePickled
+    none: PrePickled  # no payload; no finished runs to forget
     timeout: PrePickled
     concurrency: PrePickled
     memory_limit: PrePickled
@@ -121,6 +121,7 @@ class _Batch:
     solo: bool = False  # a suspect item, sent to an idle engine and nothing queued behind it
     partner: _Batch | None = None  # the other copy of a speculated batch
     superseded: bool = False  # its partner finished every item first: it is being stopped
+    finished: list[str] = field(default_factory=list)  # runs its engine is to forget first
 
 
 @dataclass(eq=False)
@@ -603,7 +604,8 @@ class Run:
             indices, items = self._pickle_each(indices, values)
         if not indices:
             return None
-        batch = _Batch(state.id, indices, solo=indices[0] in self._solo)
+        batch = _Batch(state.id, indices, solo=indices[0] in self._solo,
+                       finished=self._started_cluster.finished_runs.take(state.id))
         payload = None if state.has_payload else self._ship_shared(state)
         state.has_payload = True
         if not state.inflight:
@@ -611,8 +613,9 @@ class Run:
         state.inflight.append(batch)
         call = self._batch_call()
         batch.future = self._started_cluster.send_batch(state.id, call.fn, [
-            call.key, call.no_payload if payload is None else payload, items, call.timeout,
-            self._policy.budget(len(indices)), call.concurrency, call.memory_limit])
+            call.key, call.none if payload is None else payload, items, call.timeout,
+            self._policy.budget(len(indices)), call.concurrency, call.memory_limit,
+            PrePickled(batch.finished) if batch.finished else call.none])
         # The future holds its batch weakly: a cycle would keep every returned batch (its
         # indices, its outcomes' bytes) until a full garbage collection, ~80 bytes a task.
         # A batch dropped before its future ends was abandoned: its event is a mere wake-up.
@@ -715,6 +718,8 @@ class Run:
                 self._engine_lost(state, "died")
                 return
             self._release(state, batch)
+            if kind == "TaskAborted":  # it never ran: its engine still holds those runs
+                self._started_cluster.finished_runs.add(batch.finished, [state.id])
             status: Status = "cancelled" if kind == "TaskAborted" else "error"
             for index in batch.indices:
                 if self._table.is_pending(index):
@@ -1010,12 +1015,8 @@ class Run:
         """Drop this run's function from the engines and its messages from the client."""
         cluster = self._started_cluster
         client = cluster.client
-        try:
-            for state in self._engines.values():
-                if not state.dead and state.has_payload:  # pruned with the run's messages
-                    self._msg_ids.add(cluster.send_batch(state.id, forget, [self._key]).msg_id)
-        except Exception:  # the cluster may be gone: nothing left to clean there
-            pass
+        cluster.finished_runs.add([self._key], [state.id for state in self._engines.values()
+                                                if not state.dead and state.has_payload])
         client.history[:] = [m for m in client.history if m not in self._msg_ids]
         for state in self._engines.values():
             state.inflight.clear()

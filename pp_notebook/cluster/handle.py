@@ -39,6 +39,7 @@ from ..snapshot import NotGranted
 from ..store import SHM_DIR, SharedValue
 from .autoscale import Autoscaler, Demand
 from .files import cluster_files, new_cluster_id, prune_dead, remove_files
+from .finished_runs import FinishedRuns
 from .launchers import LAUNCHERS, Launcher, job_state
 from .reaper import Reaper, cancel_jobs
 from .transport import controller_address, encryption_args
@@ -152,6 +153,7 @@ class KernelCluster:
         # The hub's query connection; ipyparallel offers no public handle on it.
         self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
+        self.finished_runs = FinishedRuns(self._send_forget, self.live_ids)
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
         self.refresh()
@@ -463,6 +465,15 @@ class KernelCluster:
         client = self.client
         return client.send_apply_request(client._mux_stream, fn, args, ident=self._idents[eid])
 
+    def _send_forget(self, eid: int, run_keys: list[str]) -> None:
+        """Ask an engine to drop finished runs' functions; nothing waits for its reply, and
+        the request leaves no trace in the client's history."""
+        msg_id = self.send_batch(eid, engine_module.forget, [run_keys]).msg_id
+        try:
+            self.client.history.remove(msg_id)
+        except ValueError:
+            pass
+
     def published(self, future: Any) -> dict:
         """What the engine published (ipyparallel data messages) while it ran the request
         behind `future`, as it has reached the client so far; works even when the engine died
@@ -579,6 +590,9 @@ class KernelCluster:
         shared values leave the hosts either way."""
         with self._lock:  # an engine set being started finishes first, and is stopped below
             self.stopped = True
+        if self.cluster is None:  # a connected cluster's engines stay: leave them clean
+            self.finished_runs.flush()
+        self.finished_runs.close()
         # A local cluster's engines stop now (those elsewhere remove their files as they
         # stop): only this host's files are left to remove. A connected one's engines stay.
         self.drop_shared(list(self._holdings), engines_too=self.cluster is None)

@@ -15,9 +15,11 @@ import pytest
 from ipyparallel.cluster import launcher as launcher_module
 
 import pp_notebook as pp
+from pp_notebook.cluster import finished_runs
 from pp_notebook.cluster import handle as handle_module
 from pp_notebook.cluster.files import CLUSTER_ID_PREFIX, cluster_files, remove_files
 from pp_notebook.cluster.handle import start_cluster
+from pp_notebook.engine import leftovers
 
 from helpers import pid_alive, wait_until
 
@@ -58,6 +60,38 @@ def test_an_engine_flushes_what_was_printed_and_skips_the_flush_when_nothing_was
         assert result.get(timeout=10) == (False, True, False, True)
         result.wait_for_output(10)
         assert result.stdout == "printed on the engine\n"
+
+
+def test_a_finished_runs_function_leaves_its_engines_with_the_next_batch_or_soon_after(
+        cluster, monkeypatch):
+    """A loop of runs sends no request of its own to forget each one's function: the next
+    run's batches take the keys along. Without a next run, the engines are told once
+    FORGET_AFTER_S has passed."""
+    client, engines = cluster.client, cluster.live_ids()
+
+    def held():
+        return [set(state["runs"]) for state in client[engines].apply_sync(leftovers)]
+
+    monkeypatch.setattr(finished_runs, "FORGET_AFTER_S", 60.0)
+    first = pp.map(abs, range(20), batch=1)
+    first.result()
+    second = pp.map(abs, range(20), batch=1)  # each engine gets some of its batches
+    second.result()
+    assert all(first.key not in runs and second.key in runs for runs in held()), held()
+    monkeypatch.setattr(finished_runs, "FORGET_AFTER_S", 0.2)
+    third = pp.map(abs, range(20), batch=1)
+    third.result()
+    assert wait_until(lambda: not any(runs & {second.key, third.key} for runs in held()), 10,
+                      interval=0.1)
+
+
+def test_local_engines_and_their_controller_log_no_line_per_request(cluster):
+    """At INFO, ipyparallel logs each request on its engine and in the controller: CPU for
+    every batch. The local ones log warnings only."""
+    pp.map(abs, range(20), batch=1).result()
+    engines = "".join(engine_set.get_output() for engine_set in cluster.cluster.engines.values())
+    assert "WARNING" in engines and "Handling apply_request" not in engines
+    assert "completed on" not in cluster.cluster.controller.get_output()
 
 
 def test_start_again_reuses_the_running_cluster(cluster):

@@ -115,8 +115,12 @@ def test_the_run_after_a_cancel_gets_only_its_own_results(cluster, how, fault_fi
     assert wait_until(lambda: all(q.get("queue", 0) + q.get("tasks", 0) == 0
                                   for e, q in client.queue_status().items()
                                   if e in client.ids), 10), client.queue_status()
+    def held():
+        return [set(state["runs"]) for state in client[cluster.live_ids()].apply_sync(leftovers)]
+
+    assert wait_until(lambda: not any(runs & {first.key, second.key} for runs in held()), 10,
+                      interval=0.1)
     for state in client[cluster.live_ids()].apply_sync(leftovers):
-        assert not set(state["runs"]) & {first.key, second.key}, state
         assert state["limited_threads"] == 0 and not state["armed"], state
         assert state["itimer"] == (0.0, 0.0) and state["stdout"] != "_CappedOutput", state
     assert not (first.message_ids | second.message_ids) & set(client.history)
