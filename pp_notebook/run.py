@@ -1012,12 +1012,12 @@ class Run:
         self._queue.clear()
 
     def _clean_up(self) -> None:
-        """Drop this run's function from the engines and its messages from the client."""
+        """Have the engines drop this run's function (cluster/finished_runs.py) and the client
+        its messages."""
         cluster = self._started_cluster
-        client = cluster.client
         cluster.finished_runs.add([self._key], [state.id for state in self._engines.values()
                                                 if not state.dead and state.has_payload])
-        client.history[:] = [m for m in client.history if m not in self._msg_ids]
+        cluster.prune_history(self._msg_ids)
         for state in self._engines.values():
             state.inflight.clear()
 

@@ -30,12 +30,15 @@ class FinishedRuns:
         self._keys: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._closed = False
 
     def add(self, keys: Iterable[str], engines: Iterable[int]) -> None:
         """The engines hold these runs' functions and are to forget them: with their next
         batch, or on their own after FORGET_AFTER_S."""
         keys = list(keys)
         with self._lock:
+            if self._closed:
+                return
             for eid in engines:
                 self._keys.setdefault(eid, []).extend(keys)
             if self._timer is not None:
@@ -62,6 +65,7 @@ class FinishedRuns:
     def close(self) -> None:
         """Forget nothing more (the cluster is going)."""
         with self._lock:
+            self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
             self._keys.clear()

@@ -153,6 +153,7 @@ class KernelCluster:
         # The hub's query connection; ipyparallel offers no public handle on it.
         self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
+        self._history_lock = threading.Lock()
         self.finished_runs = FinishedRuns(self._send_forget, self.live_ids)
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
@@ -468,11 +469,13 @@ class KernelCluster:
     def _send_forget(self, eid: int, run_keys: list[str]) -> None:
         """Ask an engine to drop finished runs' functions; nothing waits for its reply, and
         the request leaves no trace in the client's history."""
-        msg_id = self.send_batch(eid, engine_module.forget, [run_keys]).msg_id
-        try:
-            self.client.history.remove(msg_id)
-        except ValueError:
-            pass
+        self.prune_history({self.send_batch(eid, engine_module.forget, [run_keys]).msg_id})
+
+    def prune_history(self, msg_ids: set[str]) -> None:
+        """Drop requests from the client's history (it would keep every one of every run)."""
+        with self._history_lock:  # two pruners at once could put back what the other took
+            history = self.client.history
+            history[:] = [m for m in history if m not in msg_ids]
 
     def published(self, future: Any) -> dict:
         """What the engine published (ipyparallel data messages) while it ran the request
