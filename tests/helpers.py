@@ -83,6 +83,14 @@ def engine_pids(cluster) -> dict[int, int]:
     return {e["id"]: e["pid"] for e in pp.status()["engines"]}
 
 
+def held_runs(cluster) -> list[set[str]]:
+    """The keys of the runs whose functions each live engine holds."""
+    from pp_notebook.engine import leftovers
+
+    ids = cluster.live_ids()
+    return [set(state["runs"]) for state in cluster.client[ids].apply_sync(leftovers)]
+
+
 def wait_until(predicate, timeout=30.0, interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

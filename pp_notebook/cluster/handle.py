@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,11 @@ CONTROLLER_CMD = [sys.executable, "-m", "pp_notebook.controller_app"]
 """ipyparallel's controller, less a fixed pause in its set-up (pp_notebook/controller_app.py)."""
 CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
-DROP_WAIT_S = 5.0
 """The writer of a shared value's file on the client's own host: the client itself."""
+DROP_WAIT_S = 5.0
+FORGET_WAIT_S = 1.0
+"""Before disconnecting from a cluster, how long its engines may take to drop shared values
+and finished runs' functions (a busy one drops them when it gets to it)."""
 RECONNECT_GRACE_S = 1.0
 """A closed connection to the controller counts as its death once not made again this long
 (libzmq retries every 0.1 s): a controller that went away, not a blip."""
@@ -154,7 +158,7 @@ class KernelCluster:
         self._controller_watch = ControllerWatch(client._query_socket)
         self._pending_info: dict[int, Any] = {}
         self._history_lock = threading.Lock()
-        self.finished_runs = FinishedRuns(self._send_forget, self.live_ids)
+        self.finished_runs = FinishedRuns(self._forget_runs)
         self._demand_source: Callable[[], Demand] | None = None
         self._lock = threading.RLock()
         self.refresh()
@@ -466,14 +470,23 @@ class KernelCluster:
         client = self.client
         return client.send_apply_request(client._mux_stream, fn, args, ident=self._idents[eid])
 
-    def _send_forget(self, eid: int, run_keys: list[str]) -> None:
-        """Ask an engine to drop finished runs' functions; nothing waits for its reply, and
-        the request leaves no trace in the client's history."""
-        self.prune_history({self.send_batch(eid, engine_module.forget, [run_keys]).msg_id})
+    def _forget_runs(self, keys_by_engine: dict[int, list[str]]) -> list[MessageFuture]:
+        """Ask each live engine to drop finished runs' functions (finished_runs.py); returns
+        the requests' futures. They leave no trace in the client's history."""
+        futures: list[MessageFuture] = []
+        try:
+            live = set(self.live_ids())
+            for eid, keys in keys_by_engine.items():
+                if eid in live:
+                    futures.append(self.send_batch(eid, engine_module.forget, [keys]))
+        except Exception:  # the client closed meanwhile: nothing left to clean
+            pass
+        self.prune_history({future.msg_id for future in futures})
+        return futures
 
     def prune_history(self, msg_ids: set[str]) -> None:
         """Drop requests from the client's history (it would keep every one of every run)."""
-        with self._history_lock:  # two pruners at once could put back what the other took
+        with self._history_lock:  # two of ours at once could put back what the other took
             history = self.client.history
             history[:] = [m for m in history if m not in msg_ids]
 
@@ -594,7 +607,7 @@ class KernelCluster:
         with self._lock:  # an engine set being started finishes first, and is stopped below
             self.stopped = True
         if self.cluster is None:  # a connected cluster's engines stay: leave them clean
-            self.finished_runs.flush()
+            futures_wait(self.finished_runs.flush(), FORGET_WAIT_S)
         self.finished_runs.close()
         # A local cluster's engines stop now (those elsewhere remove their files as they
         # stop): only this host's files are left to remove. A connected one's engines stay.
@@ -725,10 +738,13 @@ def _output_tail(launcher: Any, lines: int) -> str:
 
 
 def _last_error(text: str) -> str:
-    """The last line of `text` that names an error (a traceback's last), else its last."""
+    """The last line of `text` that names an error (a traceback's last), else its last that
+    is not a warning (a local engine logs warnings only, and "Not using CurveZMQ security"
+    says nothing of why it stopped)."""
     lines = [line.strip() for line in text.splitlines() if line.strip(" -")]
     errors = [line for line in lines if "Error" in line or "error:" in line]
-    return (errors or lines or [""])[-1]
+    said = [line for line in lines if "] WARNING |" not in line]
+    return (errors or said or [""])[-1]
 
 
 def _quiet_stop(cluster: ipp.Cluster) -> None:

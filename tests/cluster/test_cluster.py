@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import ipyparallel as ipp
 import pytest
@@ -21,7 +23,7 @@ from pp_notebook.cluster.files import CLUSTER_ID_PREFIX, cluster_files, remove_f
 from pp_notebook.cluster.handle import start_cluster
 from pp_notebook.engine import leftovers
 
-from helpers import pid_alive, wait_until
+from helpers import held_runs, pid_alive, wait_until
 
 
 def run_script(code: str, timeout: float = 120, env: dict | None = None,
@@ -66,32 +68,43 @@ def test_a_finished_runs_function_leaves_its_engines_with_the_next_batch_or_soon
         cluster, monkeypatch):
     """A loop of runs sends no request of its own to forget each one's function: the next
     run's batches take the keys along. Without a next run, the engines are told once
-    FORGET_AFTER_S has passed."""
-    client, engines = cluster.client, cluster.live_ids()
-
-    def held():
-        return [set(state["runs"]) for state in client[engines].apply_sync(leftovers)]
-
+    FORGET_AFTER_S has passed (or at once, on a flush: a connected cluster's disconnect)."""
     monkeypatch.setattr(finished_runs, "FORGET_AFTER_S", 60.0)
     first = pp.map(abs, range(20), batch=1)
     first.result()
     second = pp.map(abs, range(20), batch=1)  # each engine gets some of its batches
     second.result()
-    assert all(first.key not in runs and second.key in runs for runs in held()), held()
+    held = held_runs(cluster)
+    assert all(first.key not in runs and second.key in runs for runs in held), held
+    cluster.finished_runs.flush()
+    assert wait_until(lambda: not any(second.key in runs for runs in held_runs(cluster)), 10,
+                      interval=0.1)
     monkeypatch.setattr(finished_runs, "FORGET_AFTER_S", 0.2)
     third = pp.map(abs, range(20), batch=1)
     third.result()
-    assert wait_until(lambda: not any(runs & {second.key, third.key} for runs in held()), 10,
+    assert wait_until(lambda: not any(third.key in runs for runs in held_runs(cluster)), 10,
                       interval=0.1)
 
 
-def test_local_engines_and_their_controller_log_no_line_per_request(cluster):
-    """At INFO, ipyparallel logs each request on its engine and in the controller: CPU for
-    every batch. The local ones log warnings only."""
+def test_local_engines_and_their_controller_do_no_per_request_work_that_nobody_reads(cluster):
+    """At INFO, ipyparallel logs each request on its engine and in the controller, and an
+    engine publishes a "busy" status that nothing reads: CPU for every batch. Local engines
+    run a kernel without it, and they and their controller log warnings only."""
+    def kernel_and_log_level():
+        from ipyparallel.engine.app import IPEngine
+        app = IPEngine.instance()
+        return type(app.kernel).__name__, app.log.getEffectiveLevel()
+
+    engines = cluster.live_ids()
+    assert cluster.client[engines].apply_sync(kernel_and_log_level) == \
+        [("QuietKernel", logging.WARN)] * len(engines)
     pp.map(abs, range(20), batch=1).result()
-    engines = "".join(engine_set.get_output() for engine_set in cluster.cluster.engines.values())
-    assert "WARNING" in engines and "Handling apply_request" not in engines
-    assert "completed on" not in cluster.cluster.controller.get_output()
+    logs = [Path(launcher.output_file) for engine_set in cluster.cluster.engines.values()
+            for launcher in handle_module._launchers(engine_set)]
+    logs.append(Path(cluster.cluster.controller.output_file))
+    texts = [log.read_text() for log in logs if log.exists()]  # a stopped engine's is gone
+    assert len(texts) >= 2 and logs[-1].exists(), logs  # the controller's and an engine's
+    assert not any("Handling apply_request" in text or "completed on" in text for text in texts)
 
 
 def test_start_again_reuses_the_running_cluster(cluster):
@@ -142,9 +155,11 @@ def test_connect_uses_a_cluster_started_elsewhere_and_leaves_it_running(tmp_path
         assert result["status"]["local"] is False
         assert result["status"]["cluster_id"] == "pp-test-foreign"
         assert len(result["status"]["engines"]) == 1
-        # pp.stop() only disconnected: the cluster started elsewhere still answers
+        # pp.stop() only disconnected: the cluster started elsewhere still answers, and its
+        # engine keeps no function of the runs (told before the disconnect)
         client = foreign.connect_client_sync()
         assert client[:].apply_sync(abs, -7) == [7]  # a builtin: no pickler needed
+        assert client[:].apply_sync(leftovers)[0]["runs"] == []
         client.close()
     finally:
         foreign.stop_cluster_sync()

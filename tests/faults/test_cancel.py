@@ -13,7 +13,7 @@ import pp_notebook as pp
 from pp_notebook.engine import leftovers
 
 from .helpers import wrong_results
-from helpers import wait_until
+from helpers import held_runs, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import tests/
 
@@ -115,11 +115,8 @@ def test_the_run_after_a_cancel_gets_only_its_own_results(cluster, how, fault_fi
     assert wait_until(lambda: all(q.get("queue", 0) + q.get("tasks", 0) == 0
                                   for e, q in client.queue_status().items()
                                   if e in client.ids), 10), client.queue_status()
-    def held():
-        return [set(state["runs"]) for state in client[cluster.live_ids()].apply_sync(leftovers)]
-
-    assert wait_until(lambda: not any(runs & {first.key, second.key} for runs in held()), 10,
-                      interval=0.1)
+    assert wait_until(lambda: not any(runs & {first.key, second.key}
+                                      for runs in held_runs(cluster)), 10, interval=0.1)
     for state in client[cluster.live_ids()].apply_sync(leftovers):
         assert state["limited_threads"] == 0 and not state["armed"], state
         assert state["itimer"] == (0.0, 0.0) and state["stdout"] != "_CappedOutput", state

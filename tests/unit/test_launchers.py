@@ -5,7 +5,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import pp_notebook as pp
-from pp_notebook.cluster.handle import controller_args
+from pp_notebook.cluster.handle import _last_error, controller_args
 from pp_notebook.cluster.launchers import ENGINE_CMD, LAUNCHERS, LOCAL_ENGINE_CMD, launcher_for
 
 from helpers import ipython_shell
@@ -78,3 +78,17 @@ def test_the_heartbeat_quickens_for_small_clusters_and_a_silent_host_is_dead_in_
     assert f"--HeartMonitor.period={period}" in args and "--nodb" in args
     misses = next(int(a.split("=")[1]) for a in args if "max_heartmonitor_misses" in a)
     assert abs(misses * period - 5000) <= period / 2
+
+
+def test_an_engine_given_up_is_explained_by_its_last_error_never_by_a_routine_warning():
+    """Local engines log warnings only: the last line of one that never registered is often
+    "Not using CurveZMQ security", which says nothing of why it stopped."""
+    log = ("2026-12-01 00:56:01.461 [QuickEngine] WARNING | Not using CurveZMQ security\n"
+           "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+           "OSError: [Errno 98] Address already in use\n"
+           "2026-12-01 00:56:02.001 [QuickEngine] WARNING | Not using CurveZMQ security\n")
+    assert _last_error(log) == "OSError: [Errno 98] Address already in use"
+    assert _last_error("2026 [QuickEngine] Registering with controller at tcp://h:1\n"
+                       "2026 [QuickEngine] WARNING | Not using CurveZMQ security\n") \
+        == "2026 [QuickEngine] Registering with controller at tcp://h:1"
+    assert _last_error("2026 [QuickEngine] WARNING | Not using CurveZMQ security\n") == ""
