@@ -7,23 +7,24 @@ This one looks every FILE_POLL_S, and waits until the file is whole.
 
 Every request also cost an IPEngine work that nothing uses, a fifth of its CPU for a batch
 (1.3 -> 1.05 ms, benchmarks/bench_scale.py): it logged a line at INFO and built four debug
-records that its handler then dropped, and it published a "busy" status that the controller
-parses and the client ignores (it waits for "idle", which marks a request's output done). At
-64 engines on 2 cores, those requests are what delays the last engine's first task.
+records that its handler then dropped (quiet_app.py), and it published a "busy" status that
+the controller parses and the client ignores (it waits for "idle", which marks a request's
+output done). At 64 engines on 2 cores, those requests are what delays the last engine's first
+task.
 Run as `python -m pp_notebook.engine_app <ipengine's arguments>`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any
 
 import ipyparallel.engine.app
 from ipyparallel.engine.app import IPEngine
 from ipyparallel.engine.kernel import IPythonParallelKernel
-from traitlets import default
+
+from pp_notebook.quiet_app import WarningsOnly
 
 FILE_POLL_S = 0.005
 
@@ -36,18 +37,11 @@ class QuietKernel(IPythonParallelKernel):
             super()._publish_status(status, channel, parent)
 
 
-class QuickEngine(IPEngine):
+class QuickEngine(WarningsOnly, IPEngine):
     """IPEngine that sees its connection file within FILE_POLL_S of its writing, logs
     warnings only, and runs a QuietKernel."""
 
-    @default("log_level")
-    def _log_level_default(self) -> int:
-        return logging.WARN
-
     def init_engine(self) -> None:
-        # traitlets leaves the logger at DEBUG and filters in its handler: every debug line
-        # would still be built
-        self.log.setLevel(self.log_level)
         if not self.connection_info_env:
             self.find_connection_file()
             deadline = time.monotonic() + self.wait_for_url_file

@@ -535,8 +535,8 @@ class Run:
         while self._queue and sent:
             sent = False
             depth = self._policy.depth(len(self._queue), engines)
-            ready = [s for s in self._engines.values() if self._takes_work(s)
-                     and len(s.inflight) < depth and not any(b.solo for b in s.inflight)]
+            ready = [s for s in self._engines.values()
+                     if self._takes_more(s) and len(s.inflight) < depth]
             for state in sorted(ready, key=lambda s: len(s.inflight)):
                 if not self._queue:
                     return
@@ -558,12 +558,12 @@ class Run:
                 sent = True
 
     def _busy_times(self) -> dict[int, float]:
-        """How long each engine that takes work is expected to be busy with the batches it
-        holds (those holding a suspect take no more work until it is done: left out)."""
+        """How long each engine that takes more work (`_takes_more`) is expected to be busy
+        with the batches it holds."""
         now, mean = time.monotonic(), self._policy.mean_item_s() or 0.0
         busy = {}
         for state in self._engines.values():
-            if not self._takes_work(state) or any(b.solo for b in state.inflight):
+            if not self._takes_more(state):
                 continue
             running = state.inflight[0] if state.inflight else None
             ran = now - running.started if running is not None and running.started else 0.0
@@ -576,6 +576,10 @@ class Run:
     def _takes_work(self, state: _EngineState) -> bool:
         """Alive, and not being stopped on purpose."""
         return not state.dead and state.id not in self._started_cluster.retiring
+
+    def _takes_more(self, state: _EngineState) -> bool:
+        """Takes work, and holds no suspect (it takes no more until that one is done)."""
+        return self._takes_work(state) and not any(b.solo for b in state.inflight)
 
     def _speculate(self) -> None:
         """Back up an overdue running batch on an idle engine; the first copy to finish wins."""

@@ -52,9 +52,11 @@ CLIENT_HOST = socket.gethostname()
 CLIENT_WRITER = -1
 """The writer of a shared value's file on the client's own host: the client itself."""
 DROP_WAIT_S = 5.0
+"""How long dropping shared values waits for the engines (a busy one drops them when it
+gets to it)."""
 FORGET_WAIT_S = 1.0
-"""Before disconnecting from a cluster, how long its engines may take to drop shared values
-and finished runs' functions (a busy one drops them when it gets to it)."""
+"""Before disconnecting from a cluster, how long its engines may take to drop finished runs'
+functions (the requests must leave before the client's sockets close)."""
 RECONNECT_GRACE_S = 1.0
 """A closed connection to the controller counts as its death once not made again this long
 (libzmq retries every 0.1 s): a controller that went away, not a blip."""
